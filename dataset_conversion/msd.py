@@ -1,0 +1,393 @@
+"""Medical Segmentation Decathlon task -> nnU-Net v2 raw dataset with labeled / validation / test / unlabeled split.
+
+Output layout (``<output_root or $nnUNet_raw>/DatasetXXX_<Name>``)::
+
+    imagesTr/ labelsTr/        labeled training + validation cases   (<case>_0000.nii.gz, <case>.nii.gz)
+    imagesTs/ labelsTs/        held-out test cases
+    imagesUnlabeled/           unlabeled images (no labels), same naming and channels as imagesTr
+    dataset.json               nnU-Net v2 format, plus an 'nnunet_semi' entry documenting the split
+    splits_final.json          one fold: train = labeled ids, val = validation ids
+
+``splits_final.json`` lives in the RAW folder. nnU-Net 2.8.1's ``ExperimentPlanner.__init__`` already copies a raw
+``splits_final.json`` to ``$nnUNet_preprocessed/<dataset>/`` when none is there, and when one is there it only
+asserts that the folds match (a bare ``AssertionError`` after re-converting with another seed). Use
+:func:`copy_splits_to_preprocessed` to (re)sync it explicitly: after planning, or before re-planning a re-converted
+dataset.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import uuid
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from tqdm import tqdm
+
+FILE_ENDING = ".nii.gz"
+UNLABELED_FOLDER = "imagesUnlabeled"
+SPLITS_FILE = "splits_final.json"
+_TASK_RE = re.compile(r"^Task\d+_(.+)$")
+_DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
+
+
+class ConversionError(ValueError):
+    """A dataset cannot be converted; the message names the offending file or folder and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _case_id(path: str) -> str:
+    base = os.path.basename(path)
+    if not base.endswith(FILE_ENDING):
+        raise ConversionError(f"{path}: expected a '{FILE_ENDING}' file (MSD tasks are NIfTI). Fix the entry in "
+                              f"dataset.json or convert the file to {FILE_ENDING}.")
+    return base[:-len(FILE_ENDING)]
+
+
+def _resolve(task_folder: str, rel: str) -> str:
+    """MSD dataset.json paths look like './imagesTr/x.nii.gz' (relative to the task folder)."""
+    rel = rel[2:] if rel.startswith("./") else rel
+    return os.path.normpath(os.path.join(task_folder, rel))
+
+
+def _check_count(name: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConversionError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _resolve_output_root(output_root: Optional[str]) -> str:
+    root = output_root if output_root is not None else os.environ.get("nnUNet_raw")
+    if not root:
+        raise ConversionError("No output folder: pass output_root (-o) or set the nnUNet_raw environment variable.")
+    return os.path.abspath(root)
+
+
+def _dataset_folders_with_id(root: str, dataset_id: int) -> List[str]:
+    if not os.path.isdir(root):
+        return []
+    prefix = f"Dataset{dataset_id:03d}_"
+    return sorted(d for d in os.listdir(root) if d.startswith(prefix) and os.path.isdir(os.path.join(root, d)))
+
+
+def _copy_image(src: str, dst_folder: str, case: str, num_channels: int) -> None:
+    """Single-channel 2D/3D image -> byte copy with _0000; 4D multi-channel -> nnU-Net's split_4d_nifti."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(src)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ConversionError(f"{src}: cannot read the image header ({e}). Replace the file with a valid NIfTI.")
+    dim, size = reader.GetDimension(), reader.GetSize()
+    if dim in (2, 3) and num_channels == 1:
+        # copyfile, not copy: the MSD sources are often read-only and we do not want to propagate the mode bits
+        shutil.copyfile(src, os.path.join(dst_folder, f"{case}_0000{FILE_ENDING}"))
+    elif dim == 4 and size[3] == num_channels:
+        from nnunetv2.dataset_conversion.convert_MSD_dataset import split_4d_nifti
+        split_4d_nifti(src, dst_folder)  # writes <basename>_XXXX.nii.gz, basename == case
+    else:
+        raise ConversionError(
+            f"{src}: image has dimension {dim} and size {tuple(size)}, but dataset.json 'modality' lists "
+            f"{num_channels} channel(s). Expected a 3D image for 1 channel or a 4D image whose last axis has "
+            f"{num_channels} entries; fix 'modality' in dataset.json or the image.")
+
+
+def _write_json(obj, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=4, sort_keys=False)
+        f.write("\n")
+
+
+def _commit_folder(tmp: str, target: str, overwrite: bool) -> None:
+    """Move the fully written temporary folder into place (atomic rename on the same file system)."""
+    if os.path.exists(target):
+        if not overwrite:  # somebody created it while we were converting
+            raise ConversionError(f"Output dataset folder already exists: {target}. Pass overwrite=True "
+                                  f"(--overwrite) or choose another dataset id.")
+        old = f"{os.path.join(os.path.dirname(target), '.' + os.path.basename(target))}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# conversion
+# ----------------------------------------------------------------------------------------------------------------
+def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_val: int = 0, num_test: int = 0,
+                     num_unlabeled: Optional[int] = None, unlabeled_from_imagesTs: bool = True, seed: int = 0,
+                     output_root: Optional[str] = None, overwrite: bool = False) -> str:
+    """Convert an MSD task into ``<output_root or $nnUNet_raw>/DatasetXXX_<Name>`` for semi-supervised training.
+
+    ``<Name>`` is the task folder name without its ``TaskNN_`` prefix (``Task04_Hippocampus`` + id 901 ->
+    ``Dataset901_Hippocampus``).
+
+    Split: the MSD training cases (sorted by case id) are shuffled with ``np.random.RandomState(seed)``; the first
+    ``num_labeled`` become labeled training cases, the next ``num_val`` validation cases and the next ``num_test``
+    test cases. The remaining training cases (images only, labels dropped) plus, if ``unlabeled_from_imagesTs``,
+    the MSD ``imagesTs`` images form the unlabeled pool, which is shuffled with the same RandomState and truncated
+    to the first ``num_unlabeled`` (all if None).
+
+    Written: ``imagesTr``/``labelsTr`` = labeled + validation cases, ``imagesTs``/``labelsTs`` = test cases,
+    ``imagesUnlabeled`` = unlabeled images, ``dataset.json`` (nnU-Net v2: channel_names, labels name->int,
+    numTraining, file_ending, plus an ``nnunet_semi`` entry with source task, seed, counts and case ids) and
+    ``splits_final.json`` with ONE fold ``{"train": labeled ids, "val": validation ids}``. If ``num_val == 0`` the
+    fold's ``val`` equals its ``train`` list (the labeled cases), because nnU-Net needs a non-empty validation set.
+
+    Single-channel images are copied byte for byte with the ``_0000`` suffix; 4D multi-channel images (e.g.
+    BraTS) are split with nnU-Net's ``split_4d_nifti``; labels are copied as they are.
+
+    Everything is written into a hidden temporary sibling folder that is renamed into place at the end, so a
+    failure leaves no partial dataset. Raises :class:`ConversionError` (a ``ValueError``) for a missing task folder,
+    dataset.json or listed file, counts larger than the pool, or an existing output folder without ``overwrite``.
+
+    Returns the absolute path of the dataset folder.
+    """
+    task_folder = os.path.abspath(os.path.expanduser(str(task_folder)))
+    if not os.path.isdir(task_folder):
+        raise ConversionError(f"MSD task folder not found: {task_folder}. Pass the extracted TaskNN_Name folder "
+                              f"(the one that holds dataset.json, imagesTr/ and labelsTr/).")
+    djson_path = os.path.join(task_folder, "dataset.json")
+    if not os.path.isfile(djson_path):
+        raise ConversionError(f"dataset.json not found: {djson_path}. The task folder must be an extracted MSD task "
+                              f"(TaskNN_Name/ with dataset.json, imagesTr/, labelsTr/).")
+    try:
+        with open(djson_path, encoding="utf-8") as f:
+            msd = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{djson_path}: cannot parse dataset.json ({e}). Restore the original MSD file.")
+    missing_keys = [k for k in ("training", "modality", "labels") if k not in msd]
+    if missing_keys:
+        raise ConversionError(f"{djson_path}: missing MSD key(s) {missing_keys}. This converter expects the MSD "
+                              f"dataset.json format ('training', 'test', 'modality', 'labels').")
+
+    dataset_id = _check_count("dataset_id", dataset_id, 1)
+    if dataset_id > 999:
+        raise ConversionError(f"dataset_id must be between 1 and 999 (nnU-Net uses three digits), got {dataset_id}.")
+    num_labeled = _check_count("num_labeled", num_labeled, 1)
+    num_val = _check_count("num_val", num_val)
+    num_test = _check_count("num_test", num_test)
+    if num_unlabeled is not None:
+        num_unlabeled = _check_count("num_unlabeled", num_unlabeled)
+    seed = int(seed)
+
+    task_name = os.path.basename(task_folder)
+    m = _TASK_RE.match(task_name)
+    name = m.group(1) if m else task_name
+    dataset_name = f"Dataset{dataset_id:03d}_{name}"
+    out_root = _resolve_output_root(output_root)
+    target = os.path.join(out_root, dataset_name)
+
+    # ---- gather and check the source files (before anything is written) ----
+    channel_names = {str(k): v for k, v in sorted(msd["modality"].items(), key=lambda kv: int(kv[0]))}
+    num_channels = len(channel_names)
+    labels = {v: int(k) for k, v in sorted(msd["labels"].items(), key=lambda kv: int(kv[0]))}
+
+    pool: Dict[str, Dict[str, str]] = {}
+    for entry in msd["training"]:
+        img, lab = _resolve(task_folder, entry["image"]), _resolve(task_folder, entry["label"])
+        case = _case_id(img)
+        if case in pool:
+            raise ConversionError(f"{djson_path}: case {case} is listed twice in 'training'. Remove the duplicate.")
+        pool[case] = {"image": img, "label": lab}
+    ts_images: Dict[str, str] = {}
+    if unlabeled_from_imagesTs:
+        for rel in msd.get("test", []):
+            img = _resolve(task_folder, rel)
+            case = _case_id(img)
+            if case in pool or case in ts_images:
+                raise ConversionError(f"{djson_path}: case id {case} of test image {img} is used twice. Rename one "
+                                      f"of the files or pass unlabeled_from_imagesTs=False (--no-imagests).")
+            ts_images[case] = img
+    listed = [p for c in sorted(pool) for p in (pool[c]["image"], pool[c]["label"])] + \
+             [ts_images[c] for c in sorted(ts_images)]
+    missing = [p for p in listed if not os.path.isfile(p)]
+    if missing:
+        raise ConversionError(f"File listed in {djson_path} is missing: {missing[0]}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                              + ". Restore the file from the MSD archive or remove its entry from dataset.json.")
+
+    # ---- split ----
+    requested = num_labeled + num_val + num_test
+    if requested > len(pool):
+        raise ConversionError(f"{djson_path} lists {len(pool)} labeled cases, but num_labeled + num_val + num_test = "
+                              f"{num_labeled} + {num_val} + {num_test} = {requested}. Reduce the counts.")
+    rs = np.random.RandomState(seed)
+    sorted_pool = sorted(pool)
+    shuffled = [sorted_pool[i] for i in rs.permutation(len(sorted_pool))]
+    labeled = sorted(shuffled[:num_labeled])
+    val = sorted(shuffled[num_labeled:num_labeled + num_val])
+    test = sorted(shuffled[num_labeled + num_val:requested])
+    rest = sorted(shuffled[requested:])
+    unl_sources = {c: pool[c]["image"] for c in rest}
+    unl_sources.update(ts_images)
+    unl_ids = sorted(unl_sources)
+    unl_ids = [unl_ids[i] for i in rs.permutation(len(unl_ids))]
+    if num_unlabeled is not None:
+        if num_unlabeled > len(unl_ids):
+            raise ConversionError(
+                f"num_unlabeled = {num_unlabeled}, but only {len(unl_ids)} unlabeled images are available from "
+                f"{task_folder} ({len(rest)} unused training cases + {len(ts_images)} imagesTs images). "
+                f"Reduce num_unlabeled or leave it unset to use all.")
+        unl_ids = unl_ids[:num_unlabeled]
+    unlabeled = sorted(unl_ids)
+
+    # ---- output checks ----
+    if os.path.exists(target) and not overwrite:
+        raise ConversionError(f"Output dataset folder already exists: {target}. Pass overwrite=True (--overwrite) "
+                              f"to replace it or choose another dataset id.")
+    others = [d for d in _dataset_folders_with_id(out_root, dataset_id) if d != dataset_name]
+    if others:
+        raise ConversionError(f"Dataset id {dataset_id} is already used by {os.path.join(out_root, others[0])}; "
+                              f"nnU-Net needs unique ids. Choose another dataset id or remove that folder.")
+
+    # ---- write into a temporary sibling folder, then rename into place ----
+    os.makedirs(out_root, exist_ok=True)
+    tmp = os.path.join(out_root, f".{dataset_name}.partial-{uuid.uuid4().hex[:8]}")
+    os.mkdir(tmp)
+    try:
+        folders = {k: os.path.join(tmp, k) for k in ("imagesTr", "labelsTr", "imagesTs", "labelsTs",
+                                                     UNLABELED_FOLDER)}
+        for d in folders.values():
+            os.mkdir(d)
+        jobs = [(c, pool[c]["image"], pool[c]["label"], "imagesTr", "labelsTr") for c in labeled + val]
+        jobs += [(c, pool[c]["image"], pool[c]["label"], "imagesTs", "labelsTs") for c in test]
+        jobs += [(c, unl_sources[c], None, UNLABELED_FOLDER, None) for c in unlabeled]
+        for case, img, lab, img_dir, lab_dir in tqdm(jobs, desc=f"Converting {task_name}", unit="case"):
+            _copy_image(img, folders[img_dir], case, num_channels)
+            if lab is not None:
+                shutil.copyfile(lab, os.path.join(folders[lab_dir], case + FILE_ENDING))
+
+        skip = {"training", "test", "modality", "labels", "numTraining", "numTest", "channel_names", "file_ending"}
+        djson = {"name": msd.get("name", name)}
+        djson.update({k: v for k, v in msd.items() if k not in skip and k != "name"})
+        djson.update({
+            "channel_names": channel_names,
+            "labels": labels,
+            "numTraining": len(labeled) + len(val),
+            "file_ending": FILE_ENDING,
+            "nnunet_semi": {
+                "source": "Medical Segmentation Decathlon",
+                "source_task": task_name,
+                "source_folder": task_folder,
+                "seed": seed,
+                "unlabeled_from_imagesTs": bool(unlabeled_from_imagesTs),
+                "num_labeled": len(labeled),
+                "num_val": len(val),
+                "num_test": len(test),
+                "num_unlabeled": len(unlabeled),
+                "unlabeled_folder": UNLABELED_FOLDER,
+                "splits_file": SPLITS_FILE,
+                "val_is_train": num_val == 0,
+                "labeled": labeled,
+                "val": val,
+                "test": test,
+                "unlabeled": unlabeled,
+            },
+        })
+        _write_json(djson, os.path.join(tmp, "dataset.json"))
+        _write_json([{"train": labeled, "val": val if val else list(labeled)}], os.path.join(tmp, SPLITS_FILE))
+        _commit_folder(tmp, target, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# splits -> nnUNet_preprocessed
+# ----------------------------------------------------------------------------------------------------------------
+def _dataset_name_from(dataset_name_or_id: Union[str, int], roots: Sequence[str]) -> str:
+    s = str(dataset_name_or_id)
+    if s.startswith("Dataset"):
+        return s
+    try:
+        did = int(s)
+    except ValueError:
+        raise ConversionError(f"{s!r} is neither a dataset name (DatasetXXX_Name) nor a dataset id.")
+    found = sorted({d for r in roots for d in _dataset_folders_with_id(r, did)})
+    if len(found) != 1:
+        raise ConversionError(f"Dataset id {did}: expected exactly one Dataset{did:03d}_* folder in {list(roots)}, "
+                              f"found {found}. Pass the full dataset name instead.")
+    return found[0]
+
+
+def copy_splits_to_preprocessed(dataset_name_or_id: Union[str, int], raw_root: Optional[str] = None,
+                                preprocessed_root: Optional[str] = None) -> str:
+    """Copy ``<raw>/<dataset>/splits_final.json`` to ``<preprocessed>/<dataset>/splits_final.json``.
+
+    Call it after ``nnUNetv2_plan_and_preprocess`` (which creates the preprocessed folder) and before training.
+    An existing file is replaced: nnU-Net 2.8.1's planner copies the raw splits itself only when the preprocessed
+    folder has none and otherwise asserts the folds are equal, so after re-converting a dataset with a different
+    split, call this before re-planning.
+    ``raw_root`` / ``preprocessed_root`` default to ``$nnUNet_raw`` / ``$nnUNet_preprocessed`` (read at call time).
+    Returns the path of the copied file.
+    """
+    raw_root = raw_root or os.environ.get("nnUNet_raw")
+    preprocessed_root = preprocessed_root or os.environ.get("nnUNet_preprocessed")
+    if not raw_root or not preprocessed_root:
+        raise ConversionError("Set the nnUNet_raw and nnUNet_preprocessed environment variables (or pass raw_root "
+                              "and preprocessed_root).")
+    name = _dataset_name_from(dataset_name_or_id, [raw_root, preprocessed_root])
+    src = os.path.join(raw_root, name, SPLITS_FILE)
+    if not os.path.isfile(src):
+        raise ConversionError(f"{src} not found. Create the dataset with nnunet_semi_convert_msd (or the demo "
+                              f"generator), which writes splits_final.json into the raw folder.")
+    dst_dir = os.path.join(preprocessed_root, name)
+    if not os.path.isdir(dst_dir):
+        raise ConversionError(f"Preprocessed folder {dst_dir} does not exist. Run "
+                              f"'nnUNetv2_plan_and_preprocess -d {name[7:10]}' first, then copy the splits.")
+    dst = os.path.join(dst_dir, SPLITS_FILE)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# console script
+# ----------------------------------------------------------------------------------------------------------------
+def convert_msd_entry(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="nnunet_semi_convert_msd",
+        description="Convert a Medical Segmentation Decathlon task into an nnU-Net v2 raw dataset with labeled, "
+                    "validation, test and unlabeled (imagesUnlabeled/) cases and a one-fold splits_final.json.")
+    parser.add_argument("-i", dest="task_folder", required=True, help="extracted MSD task folder, e.g. Task04_Hippocampus")
+    parser.add_argument("-d", dest="dataset_id", type=int, required=True, help="target nnU-Net dataset id, e.g. 901")
+    parser.add_argument("--labeled", type=int, required=True, help="number of labeled training cases")
+    parser.add_argument("--val", type=int, default=0, help="number of validation cases (0: val = labeled cases)")
+    parser.add_argument("--test", type=int, default=0, help="number of held-out test cases (imagesTs/labelsTs)")
+    parser.add_argument("--unlabeled", type=int, default=None, help="keep only this many unlabeled images (default all)")
+    parser.add_argument("--no-imagests", dest="imagests", action="store_false",
+                        help="do not add the MSD imagesTs images to the unlabeled pool")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", dest="output_root", default=None, help="output root (default: $nnUNet_raw)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output dataset folder")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_msd_semi(args.task_folder, args.dataset_id, args.labeled, args.val, args.test, args.unlabeled,
+                               args.imagests, args.seed, args.output_root, args.overwrite)
+    except ConversionError as e:
+        print(f"nnunet_semi_convert_msd: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    with open(os.path.join(out, "dataset.json"), encoding="utf-8") as f:
+        info = json.load(f)["nnunet_semi"]
+    print(out)
+    print(f"imagesTr: {info['num_labeled'] + info['num_val']} ({info['num_labeled']} labeled + {info['num_val']} "
+          f"validation{', val = labeled' if info['val_is_train'] else ''}), imagesTs: {info['num_test']}, "
+          f"{UNLABELED_FOLDER}: {info['num_unlabeled']}")
+    print(f"After nnUNetv2_plan_and_preprocess, copy the split: python -c \"from dataset_conversion.msd import "
+          f"copy_splits_to_preprocessed as c; c({os.path.basename(out)!r})\"")
+
+
+if __name__ == "__main__":
+    convert_msd_entry()

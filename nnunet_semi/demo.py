@@ -1,0 +1,109 @@
+"""``nnunet_semi_demo``: the whole workflow on a generated dataset, on the CPU, in a few minutes.
+
+It runs exactly the commands a user runs on their own data (nnU-Net's unmodified ``nnUNetv2_*`` commands plus
+ours), in a work folder of its own:
+
+1. generate ``Dataset990_SemiDemo`` (labeled, unlabeled and test images; ``nnunet_semi.demo_data``);
+2. ``nnUNetv2_plan_and_preprocess -d 990 -c 2d``; copy the dataset's ``splits_final.json``; derive small CPU plans;
+3. ``nnunet_semi_preprocess_unlabeled -d 990 -c 2d`` (the trainer would also do this on its own);
+4. ``nnUNetv2_train 990 2d 0 -tr nnUNetTrainerCPS_<budget> -p nnUNetPlansSmall -device cpu``;
+5. ``nnUNetv2_predict`` on imagesTs and ``nnUNetv2_evaluate_folder`` against labelsTs; prints the Dice table.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nnunet_semi.cli import ext_trainer_value
+
+DATASET_ID = 990
+SMALL_PLANS = "nnUNetPlansSmall"
+
+
+def _bin(name: str) -> str:
+    """A console script installed next to the running interpreter (the project's venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def run_step(title: str, cmd: list, env: dict) -> None:
+    print(f"\n=== {title}\n$ {' '.join(cmd)}", flush=True)
+    start = time.time()
+    subprocess.run(cmd, env=env, check=True)
+    print(f"--- {title}: {time.time() - start:.0f} s", flush=True)
+
+
+def nnunet_environment(work: Path) -> dict:
+    env = dict(os.environ)
+    for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
+        env[var] = str(work / sub)
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    env["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+    env.setdefault("nnUNet_def_n_proc", "2")
+    return env
+
+
+def dice_table(summary_file: Path, dataset_json: dict) -> str:
+    summary = json.loads(summary_file.read_text())
+    names = {str(v): k for k, v in dataset_json["labels"].items()}
+    rows = [f"| {names.get(label, label)} (label {label}) | {m['Dice']:.4f} |"
+            for label, m in summary["mean"].items()]
+    rows.append(f"| mean foreground | {summary['foreground_mean']['Dice']:.4f} |")
+    return "\n".join(["| structure | Dice |", "|---|---|", *rows])
+
+
+def run_demo(work: Path, trainer: str, keep: bool = False) -> str:
+    from dataset_conversion.msd import copy_splits_to_preprocessed
+    from nnunet_semi.demo_data import generate_demo_dataset
+    from nnunet_semi.utils.small_plans import make_small_plans
+
+    if work.exists() and not keep:
+        shutil.rmtree(work)
+    env = nnunet_environment(work)
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    train_env = {**env, "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0")}
+
+    raw = Path(generate_demo_dataset(env["nnUNet_raw"], DATASET_ID))
+    print(f"generated {raw}: " + ", ".join(f"{d}: {len(list((raw / d).glob('*.nii.gz')))}" for d in
+                                          ("imagesTr", "imagesUnlabeled", "imagesTs")))
+    run_step("plan and preprocess (nnU-Net, labeled cases only)",
+             [_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-np", "2", "-npfp", "2",
+              "--verify_dataset_integrity"], env)
+    copy_splits_to_preprocessed(DATASET_ID)
+    make_small_plans(DATASET_ID, target_plans=SMALL_PLANS, configurations=["2d"], base_features=8,
+                     max_features=64, batch_size=8)
+    run_step("preprocess unlabeled images", [_bin("nnunet_semi_preprocess_unlabeled"), "-d", str(DATASET_ID),
+                                             "-c", "2d", "-p", SMALL_PLANS, "-np", "2"], env)
+    run_step(f"train {trainer} (CPU)", [_bin("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", trainer, "-p",
+                                        SMALL_PLANS, "-device", "cpu"], train_env)
+    pred = work / "predictions"
+    run_step("predict imagesTs (nnUNetv2_predict)",
+             [_bin("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID), "-c",
+              "2d", "-f", "0", "-tr", trainer, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1",
+              "-nps", "1"], train_env)
+    dataset_name = raw.name
+    plans_file = Path(env["nnUNet_results"]) / dataset_name / f"{trainer}__{SMALL_PLANS}__2d" / "plans.json"
+    run_step("evaluate (nnUNetv2_evaluate_folder)",
+             [_bin("nnUNetv2_evaluate_folder"), str(raw / "labelsTs"), str(pred), "-djfile",
+              str(raw / "dataset.json"), "-pfile", str(plans_file)], env)
+    table = dice_table(pred / "summary.json", json.loads((raw / "dataset.json").read_text()))
+    print(f"\nTest-set Dice of {trainer} ({pred / 'summary.json'}):\n{table}")
+    return table
+
+
+def demo_entry():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="demo_output", help="work folder (default: ./demo_output)")
+    parser.add_argument("--trainer", default="nnUNetTrainerCPS_20epochs_25its",
+                        help="trainer to run (default: nnUNetTrainerCPS_20epochs_25its)")
+    parser.add_argument("--keep", action="store_true", help="keep an existing work folder instead of starting over")
+    args = parser.parse_args()
+    run_demo(Path(args.work).resolve(), args.trainer, args.keep)
+
+
+if __name__ == "__main__":
+    demo_entry()

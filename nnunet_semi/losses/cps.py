@@ -1,0 +1,50 @@
+"""Cross pseudo supervision (CPS).
+
+Chen et al., "Semi-supervised semantic segmentation with cross pseudo supervision", CVPR 2021, in the form of
+eq. 5 of ``papers/ccm-complementary-masking-cps.md`` (Zhou et al., CCM): for an unlabeled image, the argmax
+(one-hot) prediction of each network supervises the other network with the pixel-wise cross-entropy::
+
+    L_c = 1 / (2 |D_u|) * sum_{X in D_u} ( l_ce(P_a, Y_b*) + l_ce(P_b, Y_a*) )          (eq. 5)
+
+Pseudo-labels carry no gradient (argmax is not differentiable; they are detached explicitly).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, reduction: str = "mean"):
+    """Eq. 5 of the CCM paper for a batch of logits ``(B, C, *spatial)`` from networks a and b.
+
+    Returns ``(l_a, l_b)``: ``l_a = l_ce(P_a, argmax P_b)`` (the loss that trains network a) and
+    ``l_b = l_ce(P_b, argmax P_a)``; eq. 5 is ``0.5 * (l_a + l_b)``. With ``reduction='mean'`` each term is
+    the mean over all pixels of the batch (= the mean over images of the per-image mean, since all images of a
+    batch have the same size); ``'none'`` returns the per-pixel maps ``(B, *spatial)``.
+    """
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(f"logits of the two networks differ in shape: {tuple(logits_a.shape)} vs "
+                         f"{tuple(logits_b.shape)}")
+    if logits_a.ndim < 3:
+        raise ValueError(f"expected logits (B, C, *spatial), got shape {tuple(logits_a.shape)}")
+    with torch.no_grad():
+        pseudo_a = logits_a.argmax(1)
+        pseudo_b = logits_b.argmax(1)
+    l_a = F.cross_entropy(logits_a, pseudo_b, reduction=reduction)
+    l_b = F.cross_entropy(logits_b, pseudo_a, reduction=reduction)
+    return l_a, l_b
+
+
+@torch.no_grad()
+def pseudo_label_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Fraction of pixels on which the argmax predictions of the two networks agree (a training curve)."""
+    return (logits_a.argmax(1) == logits_b.argmax(1)).float().mean()
+
+
+def sigmoid_rampup(current: float, rampup_length: float) -> float:
+    """``exp(-5 (1 - t)^2)`` with ``t = clip(current / rampup_length, 0, 1)`` (Laine & Aila 2017; the usual
+    ramp-up of consistency weights in mean-teacher / CPS code). ``rampup_length <= 0`` means no ramp-up (1.0)."""
+    if rampup_length <= 0:
+        return 1.0
+    t = min(max(current / rampup_length, 0.0), 1.0)
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))

@@ -1,0 +1,58 @@
+"""Two networks behind one ``nn.Module``, so that nnU-Net's machinery (one optimizer, one DDP wrapper, one
+``network_weights`` entry in the checkpoint, the predictor's strict ``load_state_dict``) handles both at once.
+
+* training mode: ``forward(x)`` returns ``(out_a, out_b)``, the raw outputs of both networks (lists under deep
+  supervision), computed in a single forward call (one DDP reducer, collectives identical on every rank);
+* eval mode (validation, ``nnUNetv2_predict``): the ensemble. Each scale returns ``log(mean_k softmax(out_k))``,
+  a valid logit map whose softmax is the mean of the two networks' softmax outputs, so nnU-Net's sliding-window
+  averaging, mirroring and export work unchanged.
+"""
+from typing import List, Sequence, Union
+
+import torch
+from torch import nn
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
+
+Output = Union[torch.Tensor, List[torch.Tensor]]
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module inside DDP and/or ``torch.compile`` wrappers."""
+    if isinstance(module, DistributedDataParallel):
+        module = module.module
+    if isinstance(module, OptimizedModule):
+        module = module._orig_mod
+    return module
+
+
+def fuse_softmax_logits(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``log(mean_k softmax(outputs[k]))`` over the class axis 1, computed stably with logsumexp."""
+    log_probs = torch.stack([torch.log_softmax(o, 1) for o in outputs])
+    return torch.logsumexp(log_probs, 0) - torch.log(torch.tensor(float(len(outputs)), device=log_probs.device,
+                                                                   dtype=log_probs.dtype))
+
+
+class DualNetwork(nn.Module):
+    """Networks ``net_a`` and ``net_b`` (state-dict keys ``net_a.*`` / ``net_b.*``), see the module docstring."""
+
+    def __init__(self, net_a: nn.Module, net_b: nn.Module):
+        super().__init__()
+        self.net_a = net_a
+        self.net_b = net_b
+
+    @property
+    def members(self) -> List[nn.Module]:
+        return [self.net_a, self.net_b]
+
+    def set_deep_supervision(self, enabled: bool) -> None:
+        for net in self.members:
+            net.decoder.deep_supervision = enabled
+
+    def forward(self, x: torch.Tensor):
+        outs = [net(x) for net in self.members]
+        if self.training:
+            return tuple(outs)
+        if isinstance(outs[0], (list, tuple)):
+            return [fuse_softmax_logits(scale) for scale in zip(*outs)]
+        return fuse_softmax_logits(outs)

@@ -1,0 +1,96 @@
+"""nnUNetTrainerCPS: cross pseudo supervision between two independently initialised nnU-Nets.
+
+Chen et al., CVPR 2021, as used in ``papers/ccm-complementary-masking-cps.md`` Sec. 2.2 (eq. 4-6)::
+
+    L_s    = 1/2 (l_sup(P_a, Y) + l_sup(P_b, Y))        on labeled data             (eq. 4)
+    L_c    = 1/2 (l_ce(P_a, Y_b*) + l_ce(P_b, Y_a*))    on unlabeled data           (eq. 5)
+    L_semi = L_s + alpha * L_c                                                      (eq. 6)
+
+Where nnU-Net's setting differs from the paper (documented, switchable where it matters):
+
+* ``l_sup`` is nnU-Net's own supervised loss (Dice + CE with deep supervision) instead of plain CE;
+* the CPS term uses the full-resolution output only; pseudo-labels are the argmax, without a confidence threshold;
+* ``alpha = 0.1`` (paper), optional sigmoid ramp-up over ``cps_rampup_epochs`` (paper: none, default 0);
+* the paper's ``L_c`` covers unlabeled images only (eq. 5); the original CPS also applies it to labeled images:
+  ``cps_on_labeled = True`` switches that on;
+* optimisation is nnU-Net's (SGD, poly schedule, 1000 x 250 iterations) rather than the paper's Adam. Because
+  the two networks share no parameters, we back-propagate ``2 * L_semi``: each network then receives exactly
+  nnU-Net's supervised gradient plus ``alpha`` times its own CPS gradient, so nnU-Net's tuned learning rate keeps
+  its meaning (with Adam, as in the paper, the factor makes no difference). The logged training loss is eq. 6.
+  Gradients are clipped per network (nnU-Net's norm 12).
+
+Inference (validation, ``nnUNetv2_predict``) uses the mean of the two networks' softmax outputs.
+"""
+import torch
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunet_semi.losses.cps import cross_pseudo_supervision, pseudo_label_agreement, sigmoid_rampup
+from nnunet_semi.networks.dual import DualNetwork, unwrap
+from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
+
+
+def _split(output, n: int):
+    """Split a network output (a tensor, or a list of tensors under deep supervision) at batch index n."""
+    if isinstance(output, (list, tuple)):
+        return [o[:n] for o in output], [o[n:] for o in output]
+    return output[:n], output[n:]
+
+
+def _full_resolution(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
+    extra_curves = {
+        "sup_losses": "L_s (supervised)",
+        "cps_losses": "L_c (cross pseudo supervision)",
+        "pseudo_label_agreement": "pseudo-label agreement a/b (unlabeled)",
+    }
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.cps_weight = 0.1  # alpha, eq. 6 (paper value)
+        self.cps_rampup_epochs = 0  # sigmoid ramp-up of alpha; 0 = constant alpha as in the paper
+        self.cps_on_labeled = False  # eq. 5 uses unlabeled images only; True = original CPS (labeled too)
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> DualNetwork:
+        """Two networks of the planned architecture, each with its own random initialisation."""
+        nets = [nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                         num_output_channels, enable_deep_supervision)
+                for _ in range(2)]
+        return DualNetwork(*nets)
+
+    def grad_clip_groups(self):
+        return [list(net.parameters()) for net in unwrap(self.network).members]
+
+    def current_cps_weight(self) -> float:
+        return self.cps_weight * sigmoid_rampup(self.current_epoch, self.cps_rampup_epochs)
+
+    def compute_losses(self, data, target, data_unlabeled):
+        n_labeled = data.shape[0]
+        out_a, out_b = self.network(torch.cat((data, data_unlabeled)))
+        (out_a_l, out_a_u), (out_b_l, out_b_u) = _split(out_a, n_labeled), _split(out_b, n_labeled)
+        sup_a, sup_b = self.loss(out_a_l, target), self.loss(out_b_l, target)
+
+        if self.cps_on_labeled:
+            logits_a, logits_b = _full_resolution(out_a), _full_resolution(out_b)
+        else:
+            logits_a, logits_b = _full_resolution(out_a_u), _full_resolution(out_b_u)
+        cps_a, cps_b = cross_pseudo_supervision(logits_a, logits_b)
+
+        alpha = self.current_cps_weight()
+        loss_a, loss_b = sup_a + alpha * cps_a, sup_b + alpha * cps_b
+        l_s, l_c = 0.5 * (sup_a + sup_b), 0.5 * (cps_a + cps_b)
+        agreement = pseudo_label_agreement(_full_resolution(out_a_u), _full_resolution(out_b_u))
+        curves = {"sup_losses": l_s.item(), "cps_losses": l_c.item(), "pseudo_label_agreement": agreement.item()}
+        return loss_a + loss_b, l_s + alpha * l_c, curves
+
+
+CPS_VARIANTS = add_budget_variants(nnUNetTrainerCPS)

@@ -1,0 +1,266 @@
+"""The semi-supervised base trainer: nnU-Net's trainer plus an unlabeled data stream.
+
+What it adds to ``nnUNetTrainer`` (and nothing else; the labeled stream, augmentation, validation, inference,
+logger and checkpoints stay nnU-Net's):
+
+* an unlabeled loader over ``imagesUnlabeled`` (preprocessed automatically with the dataset's plans, cached), with
+  nnU-Net's own training augmentation, ``unlabeled_batch_ratio`` x the per-rank labeled batch size, started and
+  stopped with the labeled loaders;
+* a training step template: a method implements :meth:`compute_losses` only;
+* extra per-epoch curves (``extra_curves``) in nnU-Net's logger and progress.png;
+* exact resume: random-number-generator states (per DDP rank) go into the checkpoint and are restored right
+  before the first resumed epoch; checkpoints are written atomically.
+
+Reproducibility: set ``nnUNet_semi_seed=<int>`` to seed Python, NumPy and torch at start-up. Bit-identical resume
+holds for single-process data augmentation (``nnUNet_n_proc_DA=0``) on deterministic kernels (CPU); with
+augmentation workers nnU-Net's loaders are non-deterministic by design and a resumed run continues from the exact
+weights, optimizer and logger state but not the exact batch sequence.
+"""
+import os
+import random
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.utilities.file_and_folder_operations import join
+from torch import autocast
+from torch import distributed as dist
+
+from nnunetv2.paths import nnUNet_raw
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.helpers import dummy_context
+
+from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
+from nnunet_semi.networks.dual import unwrap
+from nnunet_semi.training.logging import SemiLocalLogger
+
+SEED_ENV = "nnUNet_semi_seed"
+CHECKPOINT_KEY = "nnunet_semi"
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class nnUNetTrainerSemiSupervised(nnUNetTrainer):
+    """Base class of the semi-supervised trainers (not meant to be trained itself: no unlabeled loss)."""
+
+    #: per-epoch curves beyond nnU-Net's: {key returned by compute_losses: legend label}
+    extra_curves: Dict[str, str] = {}
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        #: unlabeled samples per labeled sample in each step (per DDP rank)
+        self.unlabeled_batch_ratio = 1.0
+        self.unlabeled_batch_size: Optional[int] = None  # -> _set_batch_size_and_oversample
+        self.dataloader_unlabeled = None  # -> get_dataloaders
+        self._rng_state_to_restore = None
+        self.logger.local_logger = SemiLocalLogger(self.extra_curves)
+        seed = os.environ.get(SEED_ENV)
+        if seed is not None:
+            self.seed_everything(int(seed) + self.local_rank)
+
+    @staticmethod
+    def seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    # ------------------------------------------------------------------ set-up
+    def initialize(self):
+        if self.is_cascaded:
+            raise NotImplementedError("nnunet-semi trainers do not support cascaded configurations yet.")
+        if self.label_manager.has_regions:
+            raise NotImplementedError("nnunet-semi trainers need softmax (label-based) training; region-based "
+                                      "training (dataset.json 'regions_class_order') is not supported.")
+        super().initialize()
+
+    def _set_batch_size_and_oversample(self):
+        super()._set_batch_size_and_oversample()  # per-rank labeled batch size under DDP
+        self.unlabeled_batch_size = max(1, int(round(self.unlabeled_batch_ratio * self.batch_size)))
+
+    def unlabeled_folder(self) -> str:
+        """Preprocess ``imagesUnlabeled`` if needed (rank 0; cached, incremental) and return the folder."""
+        if self.local_rank == 0:
+            if not nnUNet_raw.is_set():
+                raise UnlabeledDataError(
+                    "nnUNet_raw is not set: the unlabeled images are read from "
+                    "$nnUNet_raw/<dataset>/imagesUnlabeled. Fix: export nnUNet_raw=<your raw data folder>.")
+            folder = ensure_unlabeled_preprocessed(
+                join(nnUNet_raw.get(), self.plans_manager.dataset_name), self.preprocessed_dataset_folder_base,
+                self.plans_manager, self.configuration_manager, self.dataset_json,
+                num_processes=max(1, get_allowed_n_proc_DA()), show_progress=True)
+            objects = [folder]
+        else:
+            objects = [None]
+        if self.is_ddp:
+            dist.broadcast_object_list(objects, src=0)
+        return objects[0]
+
+    def get_unlabeled_transforms(self):
+        """nnU-Net's own training augmentation; no deep-supervision targets (unlabeled batches have none)."""
+        rotation, dummy_2d, _, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        return self.get_training_transforms(
+            self.configuration_manager.patch_size, rotation, None, mirror_axes, dummy_2d,
+            use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+            is_cascaded=False, foreground_labels=self.label_manager.foreground_labels,
+            regions=None, ignore_label=self.label_manager.ignore_label)
+
+    def get_dataloaders(self):
+        dl_train, dl_val = super().get_dataloaders()
+        dataset = nnUNetDatasetBlosc2(self.unlabeled_folder())
+        _, _, initial_patch_size, _ = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        loader = nnUNetDataLoader(dataset, self.unlabeled_batch_size, initial_patch_size,
+                                  self.configuration_manager.patch_size, self.label_manager,
+                                  oversample_foreground_percent=0.0, transforms=self.get_unlabeled_transforms())
+        n_proc = get_allowed_n_proc_DA()
+        if n_proc == 0:
+            self.dataloader_unlabeled = SingleThreadedAugmenter(loader, None)
+        else:
+            self.dataloader_unlabeled = NonDetMultiThreadedAugmenter(
+                loader, None, num_processes=max(1, n_proc // 2), num_cached=max(3, n_proc // 4), seeds=None,
+                pin_memory=self.device.type == "cuda", wait_time=0.002)
+        _ = next(self.dataloader_unlabeled)  # start it, as nnU-Net does with its own loaders
+        self.print_to_log_file(f"Unlabeled stream: {len(dataset.identifiers)} cases, batch size "
+                               f"{self.unlabeled_batch_size} per step (labeled: {self.batch_size})")
+        return dl_train, dl_val
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self._rng_state_to_restore is not None:
+            # after the loaders were built (building them draws random numbers), so that the first resumed epoch
+            # sees exactly the random stream of the uninterrupted run
+            _set_rng_state(self._rng_state_to_restore)
+            self._rng_state_to_restore = None
+
+    def on_train_end(self):
+        if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
+            self.dataloader_unlabeled._finish()
+        super().on_train_end()
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        mod = unwrap(self.network)
+        if hasattr(mod, "set_deep_supervision"):
+            mod.set_deep_supervision(enabled)
+        else:
+            super().set_deep_supervision_enabled(enabled)
+
+    # ------------------------------------------------------------------ training step
+    def compute_losses(self, data: torch.Tensor, target, data_unlabeled: torch.Tensor
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, float]]:
+        """Method-specific: return ``(loss_to_backpropagate, loss_to_log, {curve: value})``."""
+        raise NotImplementedError
+
+    def grad_clip_groups(self) -> List[Sequence[torch.nn.Parameter]]:
+        """Parameter groups whose gradient norm is clipped (at 12, nnU-Net's value) separately."""
+        return [list(self.network.parameters())]
+
+    def train_step(self, batch: dict) -> dict:
+        unlabeled = next(self.dataloader_unlabeled)
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        data_u = unlabeled["data"].to(self.device, non_blocking=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            loss, loss_logged, curves = self.compute_losses(data, target, data_u)
+
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        for group in self.grad_clip_groups():
+            torch.nn.utils.clip_grad_norm_(group, 12)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        return {"loss": loss_logged.detach().cpu().numpy(), **{k: np.float64(v) for k, v in curves.items()}}
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        outputs = collate_outputs(train_outputs)
+        for key in self.extra_curves:
+            value = float(np.mean(outputs[key]))
+            if self.is_ddp:
+                values = [None] * dist.get_world_size()
+                dist.all_gather_object(values, value)
+                value = float(np.mean(values))
+            self.logger.log(key, value, self.current_epoch)
+
+    def on_epoch_end(self):
+        for key, label in self.extra_curves.items():
+            self.print_to_log_file(label, np.round(self.logger.get_value(key, step=-1), decimals=4))
+        super().on_epoch_end()
+
+    # ------------------------------------------------------------------ checkpoints
+    def extra_checkpoint_state(self) -> dict:
+        """Method-specific state to checkpoint (override together with :meth:`load_extra_checkpoint_state`)."""
+        return {}
+
+    def load_extra_checkpoint_state(self, state: dict) -> None:
+        pass
+
+    def save_checkpoint(self, filename: str) -> None:
+        # every rank calls save_checkpoint at the same points (nnU-Net's on_epoch_end / on_train_end), so gathering
+        # the per-rank random states here is a collective identical on all ranks
+        rng = _rng_state()
+        if self.is_ddp:
+            rng_all = [None] * dist.get_world_size()
+            dist.all_gather_object(rng_all, rng)
+        else:
+            rng_all = [rng]
+        extra = {CHECKPOINT_KEY: {"rng_states": rng_all, "method_state": self.extra_checkpoint_state()}}
+        real_save = torch.save
+
+        def save_atomically_with_extra(obj, f, *args, **kwargs):
+            # nnU-Net's save_checkpoint builds its dictionary and hands it to torch.save: add our state and write
+            # to a temporary file first, so that a job killed while writing never leaves a corrupt checkpoint
+            real_save({**obj, **extra}, f + ".tmp", *args, **kwargs)
+            os.replace(f + ".tmp", f)
+
+        torch.save = save_atomically_with_extra
+        try:
+            super().save_checkpoint(filename)
+        finally:
+            torch.save = real_save
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
+            torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+        state = checkpoint.get(CHECKPOINT_KEY)
+        if state is None:
+            self.print_to_log_file("Checkpoint has no nnunet-semi state (random streams restart).")
+            return
+        self.load_extra_checkpoint_state(state["method_state"])
+        rng_all = state["rng_states"]
+        world = dist.get_world_size() if self.is_ddp else 1
+        if len(rng_all) == world:
+            self._rng_state_to_restore = rng_all[self.local_rank]
+        else:
+            self.print_to_log_file(f"Checkpoint was written by {len(rng_all)} rank(s), this run has {world}: "
+                                   f"random streams are re-seeded, the resume is not bit-identical.")
+            self.seed_everything(int(checkpoint["current_epoch"]) * 1000 + self.local_rank)

@@ -1,0 +1,1 @@
+"""Utilities shared by trainers, commands, tests and benchmarks."""

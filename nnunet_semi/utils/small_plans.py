@@ -1,0 +1,82 @@
+"""Derive a small-network copy of nnU-Net plans, for CPU runs (tests, the demo, quick checks).
+
+The copy keeps each configuration's ``data_identifier``, spacing and normalisation, so it trains on the already
+preprocessed data without re-preprocessing; only the network width, the batch size and (optionally) the patch
+size change. Use it with ``-p <new plans name>`` in ``nnUNetv2_train`` / ``nnUNetv2_predict``.
+"""
+import argparse
+import copy
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
+
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+
+def shrink_configuration(config: dict, base_features: int, max_features: int, batch_size: Optional[int],
+                         patch_size: Optional[Sequence[int]]) -> dict:
+    """Return a copy of one plans configuration with ``features_per_stage[i] = min(base * 2**i, max)``."""
+    config = copy.deepcopy(config)
+    kwargs = config["architecture"]["arch_kwargs"]
+    kwargs["features_per_stage"] = [min(base_features * 2 ** i, max_features) for i in range(kwargs["n_stages"])]
+    if batch_size is not None:
+        config["batch_size"] = int(batch_size)
+    if patch_size is not None:
+        if len(patch_size) != len(config["patch_size"]):
+            raise ValueError(f"patch size {list(patch_size)} has {len(patch_size)} axes, the configuration "
+                             f"{len(config['patch_size'])}")
+        divisor = np.prod(np.array(kwargs["strides"]), axis=0)
+        if any(p % d for p, d in zip(patch_size, divisor)):
+            raise ValueError(f"patch size {list(patch_size)} must be divisible by {divisor.tolist()} (the product "
+                             f"of the network's strides)")
+        config["patch_size"] = [int(p) for p in patch_size]
+    return config
+
+
+def make_small_plans(dataset_name_or_id, source_plans: str = "nnUNetPlans", target_plans: str = "nnUNetPlansSmall",
+                     configurations: Optional[Iterable[str]] = None, base_features: int = 8, max_features: int = 64,
+                     batch_size: Optional[int] = None, patch_size: Optional[Sequence[int]] = None,
+                     preprocessed_root: Optional[str] = None) -> str:
+    """Write ``<target_plans>.json`` next to the source plans and return its path.
+
+    ``preprocessed_root`` defaults to ``$nnUNet_preprocessed``.
+    """
+    root = preprocessed_root or nnUNet_preprocessed.require()
+    folder = join(root, maybe_convert_to_dataset_name(dataset_name_or_id))
+    source = join(folder, source_plans + ".json")
+    if not isfile(source):
+        raise FileNotFoundError(f"{source} does not exist. Fix: run nnUNetv2_plan_and_preprocess for this dataset "
+                                f"first.")
+    plans = load_json(source)
+    plans["plans_name"] = target_plans
+    names = list(configurations) if configurations else list(plans["configurations"])
+    for name in names:
+        config = plans["configurations"][name]
+        if "inherits_from" in config:
+            raise ValueError(f"configuration {name} inherits from another one; shrink a standalone configuration")
+        plans["configurations"][name] = shrink_configuration(config, base_features, max_features, batch_size,
+                                                             patch_size)
+    target = join(folder, target_plans + ".json")
+    save_json(plans, target, sort_keys=False)
+    return target
+
+
+def small_plans_entry():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-d", required=True, help="dataset name or id")
+    parser.add_argument("-p", default="nnUNetPlans", help="source plans identifier")
+    parser.add_argument("-o", default="nnUNetPlansSmall", help="new plans identifier")
+    parser.add_argument("-c", nargs="+", default=None, help="configurations to shrink (default: all)")
+    parser.add_argument("--features", type=int, default=8, help="features of the first stage (doubling per stage)")
+    parser.add_argument("--max-features", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--patch-size", type=int, nargs="+", default=None)
+    args = parser.parse_args()
+    print(make_small_plans(args.d, args.p, args.o, args.c, args.features, args.max_features, args.batch_size,
+                           args.patch_size))
+
+
+if __name__ == "__main__":
+    small_plans_entry()

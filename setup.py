@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="nnunet-semi",
+    version="0.1.0",
+    description="Semi- and self-supervised training for nnU-Net v2: unlabeled images inside nnU-Net's own workflow.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nnunet_semi", "nnunet_semi.*", "pretraining", "pretraining.*",
+                                    "dataset_conversion", "dataset_conversion.*"]),
+    # the nnUNet_extTrainer shim directory is deliberately not a package (see nnunet_semi/ext/README)
+    package_data={"nnunet_semi": ["ext/*.py"]},
+    install_requires=[
+        "nnunetv2>=2.8,<2.9",
+        "torch>=2.1",
+        "batchgeneratorsv2>=0.3",
+        "acvl-utils>=0.2",
+        "SimpleITK>=2.2",
+        "numpy>=1.24",
+        "blosc2",
+        "h5py>=3",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "console_scripts": [
+            "nnunet_semi_ext_trainer=nnunet_semi.cli:ext_trainer_entry",
+            "nnunet_semi_preprocess_unlabeled=nnunet_semi.data.unlabeled:preprocess_unlabeled_entry",
+            "nnunet_semi_small_plans=nnunet_semi.utils.small_plans:small_plans_entry",
+            "nnunet_semi_convert_msd=dataset_conversion.msd:convert_msd_entry",
+            "nnunet_semi_demo=nnunet_semi.demo:demo_entry",
+        ]
+    },
+)

@@ -1,0 +1,127 @@
+"""nnU-Net's unmodified commands, in subprocesses, with nnUNetTrainerCPS on real data (MSD Hippocampus).
+
+plan/preprocess (fixture) -> nnUNetv2_train -> nnUNetv2_predict -> nnUNetv2_evaluate_folder, and an interrupted
+training resumed with --c that ends bit-identical to an uninterrupted one.
+"""
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from nnunet_semi import ext_trainer_dir
+from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
+
+# measured: see the integration test's docstring
+DICE_FLOOR = 0.60
+TRAINER_3D = "nnUNetTrainerCPS_20epochs_25its"
+TRAINER_RESUME = "nnUNetTrainerCPS_4epochs_10its"
+
+
+def _result_folder(env: dict, dataset: str, trainer: str, configuration: str) -> Path:
+    return Path(env["nnUNet_results"]) / dataset / f"{trainer}__{SMALL_PLANS}__{configuration}" / "fold_0"
+
+
+def test_ext_trainer_command_appends_to_existing_value():
+    env = {**os.environ, "nnUNet_extTrainer": "/opt/other_trainers"}
+    out = subprocess.run([nnunet_bin("nnunet_semi_ext_trainer")], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == f"export nnUNet_extTrainer=/opt/other_trainers{os.pathsep}{ext_trainer_dir()}"
+    shim_dir = Path(ext_trainer_dir())
+    assert sorted(p.name for p in shim_dir.glob("*.py")) == ["nnunet_semi_trainers.py"]
+    assert not (shim_dir / "__init__.py").exists()
+
+
+def test_cps_train_predict_evaluate_3d(hippocampus_nnunet):
+    """3d_fullres, small plans (8..64 features, batch 4 labeled + 4 unlabeled), 20 x 25 iterations on 2 CPU cores.
+
+    Measured on this data (8 labeled cases, 40 unlabeled, 20 test cases): mean foreground Dice 0.XX; the floor
+    DICE_FLOOR leaves margin for run-to-run variation (unseeded).
+    """
+    env, dataset, raw = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"], hippocampus_nnunet["raw"]
+    tenv = train_env(env)
+    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "3d_fullres", "0", "-tr", TRAINER_3D, "-p", SMALL_PLANS,
+                "-device", "cpu"], tenv)
+    assert "Unlabeled stream: 40 cases, batch size 4 per step (labeled: 4)" in proc.stdout
+
+    folder = _result_folder(env, dataset, TRAINER_3D, "3d_fullres")
+    checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["trainer_name"] == TRAINER_3D and checkpoint["current_epoch"] == 20
+    assert {k.split(".")[0] for k in checkpoint["network_weights"]} == {"net_a", "net_b"}
+    logging = checkpoint["logging"]
+    assert len(logging["cps_losses"]) == len(logging["pseudo_label_agreement"]) == 20
+    assert logging["pseudo_label_agreement"][-1] > 0.9  # the two networks converge towards each other
+    # progress.png: nnU-Net's three panels plus ours (one third more height)
+    assert plt.imread(folder / "progress.png").shape[:2] == (7200, 3000)
+
+    pred = hippocampus_nnunet["root"] / "pred_cps_3d"
+    run([nnunet_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", HIPPO_ID, "-c", "3d_fullres",
+         "-f", "0", "-tr", TRAINER_3D, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps",
+         "1"], tenv)
+    assert len(list(pred.glob("*.nii.gz"))) == 20
+    run([nnunet_bin("nnUNetv2_evaluate_folder"), raw / "labelsTs", pred, "-djfile", raw / "dataset.json",
+         "-pfile", folder.parent / "plans.json"], env)
+    summary = json.loads((pred / "summary.json").read_text())
+    dice = summary["foreground_mean"]["Dice"]
+    print(f"CPS 3d_fullres test Dice: {dice:.4f}, per class "
+          f"{ {k: round(v['Dice'], 4) for k, v in summary['mean'].items()} }")
+    assert dice > DICE_FLOOR
+
+
+def _tensors_equal(a, b, path="") -> None:
+    """Recursively assert bit-identical checkpoint contents (tensors with torch.equal)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"tensor differs at {path}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f"keys differ at {path}"
+        for k in a:
+            _tensors_equal(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"length differs at {path}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _tensors_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"value differs at {path}: {a} vs {b}"
+
+
+def test_resume_with_c_is_bit_identical(hippocampus_nnunet):
+    """2d, seeded, single-process augmentation: run A trains 4 epochs; run B is killed (SIGKILL) while in epoch 2
+    and continued with --c. Final weights, optimizer state and the logged losses must be identical."""
+    env, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"]
+    root = hippocampus_nnunet["root"]
+    run([nnunet_bin("nnunet_semi_preprocess_unlabeled"), "-d", HIPPO_ID, "-c", "2d", "-p", SMALL_PLANS, "-np", "2"],
+        env)
+    cmd = [nnunet_bin("nnUNetv2_train"), str(HIPPO_ID), "2d", "0", "-tr", TRAINER_RESUME, "-p", SMALL_PLANS,
+           "-device", "cpu"]
+    envs = {}
+    for name in ("uninterrupted", "interrupted"):
+        envs[name] = {**train_env(env), "nnUNet_semi_seed": "1234", "nnUNet_results": str(root / f"res_{name}")}
+
+    run(cmd, envs["uninterrupted"])
+
+    proc = subprocess.Popen(cmd, env=envs["interrupted"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.rstrip().endswith("Epoch 2"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-40:])
+    folder_b = _result_folder(envs["interrupted"], dataset, TRAINER_RESUME, "2d")
+    assert not (folder_b / "checkpoint_final.pth").exists()
+    latest = torch.load(folder_b / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 2
+    run(cmd + ["--c"], envs["interrupted"])
+
+    final_a, final_b = (torch.load(_result_folder(envs[n], dataset, TRAINER_RESUME, "2d") / "checkpoint_final.pth",
+                                   map_location="cpu", weights_only=False) for n in ("uninterrupted", "interrupted"))
+    _tensors_equal(final_a["network_weights"], final_b["network_weights"], "network_weights")
+    _tensors_equal(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
+    for key in ("train_losses", "val_losses", "cps_losses", "pseudo_label_agreement", "mean_fg_dice"):
+        assert final_a["logging"][key] == final_b["logging"][key], key
+    assert final_a["current_epoch"] == final_b["current_epoch"] == 4
