@@ -30,7 +30,12 @@ setup(
             "nnunet_semi_preprocess_unlabeled=nnunet_semi.data.unlabeled:preprocess_unlabeled_entry",
             "nnunet_semi_small_plans=nnunet_semi.utils.small_plans:small_plans_entry",
             "nnunet_semi_convert_msd=dataset_conversion.msd:convert_msd_entry",
+            "nnunet_semi_convert_acdc=dataset_conversion.acdc:acdc_entry",
+            "nnunet_semi_convert_la=dataset_conversion.la:la_entry",
+            "nnunet_semi_convert_mmwhs=dataset_conversion.mmwhs:mmwhs_entry",
+            "nnunet_semi_metrics=dataset_conversion.metrics:metrics_entry",
             "nnunet_semi_demo=nnunet_semi.demo:demo_entry",
+            "nnunet_semi_pretrain=pretraining.cli:pretrain_entry",
         ]
     },
 )

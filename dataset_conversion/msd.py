@@ -19,22 +19,18 @@ import json
 import os
 import re
 import shutil
-import sys
-import uuid
+from functools import partial
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
-from tqdm import tqdm
 
-FILE_ENDING = ".nii.gz"
-UNLABELED_FOLDER = "imagesUnlabeled"
-SPLITS_FILE = "splits_final.json"
+# ConversionError and the constants are defined in .common and re-exported here (msd's public API).
+from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, _check_count,
+                     _dataset_folders_with_id, _resolve_output_root, case_jobs, check_dataset_id, prepare_target,
+                     read_header, run_entry, source_folder, write_dataset)
+
 _TASK_RE = re.compile(r"^Task\d+_(.+)$")
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
-
-
-class ConversionError(ValueError):
-    """A dataset cannot be converted; the message names the offending file or folder and the fix."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -54,43 +50,17 @@ def _resolve(task_folder: str, rel: str) -> str:
     return os.path.normpath(os.path.join(task_folder, rel))
 
 
-def _check_count(name: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConversionError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _resolve_output_root(output_root: Optional[str]) -> str:
-    root = output_root if output_root is not None else os.environ.get("nnUNet_raw")
-    if not root:
-        raise ConversionError("No output folder: pass output_root (-o) or set the nnUNet_raw environment variable.")
-    return os.path.abspath(root)
-
-
-def _dataset_folders_with_id(root: str, dataset_id: int) -> List[str]:
-    if not os.path.isdir(root):
-        return []
-    prefix = f"Dataset{dataset_id:03d}_"
-    return sorted(d for d in os.listdir(root) if d.startswith(prefix) and os.path.isdir(os.path.join(root, d)))
-
-
-def _copy_image(src: str, dst_folder: str, case: str, num_channels: int) -> None:
-    """Single-channel 2D/3D image -> byte copy with _0000; 4D multi-channel -> nnU-Net's split_4d_nifti."""
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(src)
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise ConversionError(f"{src}: cannot read the image header ({e}). Replace the file with a valid NIfTI.")
+def _copy_image(src: str, img_path: str, num_channels: int) -> None:
+    """Single-channel 2D/3D image -> byte copy to ``img_path`` (``<case>_0000.nii.gz``); 4D multi-channel ->
+    nnU-Net's split_4d_nifti into the folder of ``img_path``."""
+    reader = read_header(src, fix="Replace the file with a valid NIfTI.")
     dim, size = reader.GetDimension(), reader.GetSize()
     if dim in (2, 3) and num_channels == 1:
         # copyfile, not copy: the MSD sources are often read-only and we do not want to propagate the mode bits
-        shutil.copyfile(src, os.path.join(dst_folder, f"{case}_0000{FILE_ENDING}"))
+        shutil.copyfile(src, img_path)
     elif dim == 4 and size[3] == num_channels:
         from nnunetv2.dataset_conversion.convert_MSD_dataset import split_4d_nifti
-        split_4d_nifti(src, dst_folder)  # writes <basename>_XXXX.nii.gz, basename == case
+        split_4d_nifti(src, os.path.dirname(img_path))  # writes <basename>_XXXX.nii.gz, basename == case
     else:
         raise ConversionError(
             f"{src}: image has dimension {dim} and size {tuple(size)}, but dataset.json 'modality' lists "
@@ -98,28 +68,11 @@ def _copy_image(src: str, dst_folder: str, case: str, num_channels: int) -> None
             f"{num_channels} entries; fix 'modality' in dataset.json or the image.")
 
 
-def _write_json(obj, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=4, sort_keys=False)
-        f.write("\n")
-
-
-def _commit_folder(tmp: str, target: str, overwrite: bool) -> None:
-    """Move the fully written temporary folder into place (atomic rename on the same file system)."""
-    if os.path.exists(target):
-        if not overwrite:  # somebody created it while we were converting
-            raise ConversionError(f"Output dataset folder already exists: {target}. Pass overwrite=True "
-                                  f"(--overwrite) or choose another dataset id.")
-        old = f"{os.path.join(os.path.dirname(target), '.' + os.path.basename(target))}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            os.replace(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+def _write_case(images: Dict[str, str], labels: Dict[str, str], num_channels: int, case: str, img_path: str,
+                lab_path: Optional[str]) -> None:
+    _copy_image(images[case], img_path, num_channels)
+    if lab_path is not None:
+        shutil.copyfile(labels[case], lab_path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -154,10 +107,8 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
 
     Returns the absolute path of the dataset folder.
     """
-    task_folder = os.path.abspath(os.path.expanduser(str(task_folder)))
-    if not os.path.isdir(task_folder):
-        raise ConversionError(f"MSD task folder not found: {task_folder}. Pass the extracted TaskNN_Name folder "
-                              f"(the one that holds dataset.json, imagesTr/ and labelsTr/).")
+    task_folder = source_folder(task_folder, "MSD task folder", "Pass the extracted TaskNN_Name folder (the one "
+                                "that holds dataset.json, imagesTr/ and labelsTr/).")
     djson_path = os.path.join(task_folder, "dataset.json")
     if not os.path.isfile(djson_path):
         raise ConversionError(f"dataset.json not found: {djson_path}. The task folder must be an extracted MSD task "
@@ -172,9 +123,7 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
         raise ConversionError(f"{djson_path}: missing MSD key(s) {missing_keys}. This converter expects the MSD "
                               f"dataset.json format ('training', 'test', 'modality', 'labels').")
 
-    dataset_id = _check_count("dataset_id", dataset_id, 1)
-    if dataset_id > 999:
-        raise ConversionError(f"dataset_id must be between 1 and 999 (nnU-Net uses three digits), got {dataset_id}.")
+    dataset_id = check_dataset_id(dataset_id)
     num_labeled = _check_count("num_labeled", num_labeled, 1)
     num_val = _check_count("num_val", num_val)
     num_test = _check_count("num_test", num_test)
@@ -185,9 +134,7 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     task_name = os.path.basename(task_folder)
     m = _TASK_RE.match(task_name)
     name = m.group(1) if m else task_name
-    dataset_name = f"Dataset{dataset_id:03d}_{name}"
-    out_root = _resolve_output_root(output_root)
-    target = os.path.join(out_root, dataset_name)
+    out_root = _resolve_output_root(output_root)  # no output folder at all: fail before reading the sources
 
     # ---- gather and check the source files (before anything is written) ----
     channel_names = {str(k): v for k, v in sorted(msd["modality"].items(), key=lambda kv: int(kv[0]))}
@@ -243,66 +190,32 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
         unl_ids = unl_ids[:num_unlabeled]
     unlabeled = sorted(unl_ids)
 
-    # ---- output checks ----
-    if os.path.exists(target) and not overwrite:
-        raise ConversionError(f"Output dataset folder already exists: {target}. Pass overwrite=True (--overwrite) "
-                              f"to replace it or choose another dataset id.")
-    others = [d for d in _dataset_folders_with_id(out_root, dataset_id) if d != dataset_name]
-    if others:
-        raise ConversionError(f"Dataset id {dataset_id} is already used by {os.path.join(out_root, others[0])}; "
-                              f"nnU-Net needs unique ids. Choose another dataset id or remove that folder.")
-
-    # ---- write into a temporary sibling folder, then rename into place ----
-    os.makedirs(out_root, exist_ok=True)
-    tmp = os.path.join(out_root, f".{dataset_name}.partial-{uuid.uuid4().hex[:8]}")
-    os.mkdir(tmp)
-    try:
-        folders = {k: os.path.join(tmp, k) for k in ("imagesTr", "labelsTr", "imagesTs", "labelsTs",
-                                                     UNLABELED_FOLDER)}
-        for d in folders.values():
-            os.mkdir(d)
-        jobs = [(c, pool[c]["image"], pool[c]["label"], "imagesTr", "labelsTr") for c in labeled + val]
-        jobs += [(c, pool[c]["image"], pool[c]["label"], "imagesTs", "labelsTs") for c in test]
-        jobs += [(c, unl_sources[c], None, UNLABELED_FOLDER, None) for c in unlabeled]
-        for case, img, lab, img_dir, lab_dir in tqdm(jobs, desc=f"Converting {task_name}", unit="case"):
-            _copy_image(img, folders[img_dir], case, num_channels)
-            if lab is not None:
-                shutil.copyfile(lab, os.path.join(folders[lab_dir], case + FILE_ENDING))
-
-        skip = {"training", "test", "modality", "labels", "numTraining", "numTest", "channel_names", "file_ending"}
-        djson = {"name": msd.get("name", name)}
-        djson.update({k: v for k, v in msd.items() if k not in skip and k != "name"})
-        djson.update({
-            "channel_names": channel_names,
-            "labels": labels,
-            "numTraining": len(labeled) + len(val),
-            "file_ending": FILE_ENDING,
-            "nnunet_semi": {
-                "source": "Medical Segmentation Decathlon",
-                "source_task": task_name,
-                "source_folder": task_folder,
-                "seed": seed,
-                "unlabeled_from_imagesTs": bool(unlabeled_from_imagesTs),
-                "num_labeled": len(labeled),
-                "num_val": len(val),
-                "num_test": len(test),
-                "num_unlabeled": len(unlabeled),
-                "unlabeled_folder": UNLABELED_FOLDER,
-                "splits_file": SPLITS_FILE,
-                "val_is_train": num_val == 0,
-                "labeled": labeled,
-                "val": val,
-                "test": test,
-                "unlabeled": unlabeled,
-            },
-        })
-        _write_json(djson, os.path.join(tmp, "dataset.json"))
-        _write_json([{"train": labeled, "val": val if val else list(labeled)}], os.path.join(tmp, SPLITS_FILE))
-        _commit_folder(tmp, target, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    # ---- output checks (after the source checks), then write via a hidden temporary folder ----
+    out_root, dataset_name, target = prepare_target(out_root, dataset_id, name, overwrite)
+    images = {c: pool[c]["image"] for c in pool}
+    images.update(ts_images)
+    writer = partial(_write_case, images, {c: pool[c]["label"] for c in pool}, num_channels)
+    skip = {"training", "test", "modality", "labels", "numTraining", "numTest", "channel_names", "file_ending"}
+    extra_json = {"name": msd.get("name", name)}
+    extra_json.update({k: v for k, v in msd.items() if k not in skip and k != "name"})
+    provenance = {
+        "source": "Medical Segmentation Decathlon",
+        "source_task": task_name,
+        "source_folder": task_folder,
+        "seed": seed,
+        "unlabeled_from_imagesTs": bool(unlabeled_from_imagesTs),
+        "num_labeled": len(labeled),
+        "num_val": len(val),
+        "num_test": len(test),
+        "num_unlabeled": len(unlabeled),
+        "labeled": labeled,
+        "val": val,
+        "test": test,
+        "unlabeled": unlabeled,
+    }
+    return write_dataset(out_root, dataset_name, target, case_jobs(labeled, val, test, unlabeled, writer), labels,
+                         channel_names, labeled, val, provenance, overwrite, f"Converting {task_name}",
+                         extra_json=extra_json)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -373,21 +286,11 @@ def convert_msd_entry(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("-o", dest="output_root", default=None, help="output root (default: $nnUNet_raw)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output dataset folder")
     args = parser.parse_args(argv)
-    try:
-        out = convert_msd_semi(args.task_folder, args.dataset_id, args.labeled, args.val, args.test, args.unlabeled,
-                               args.imagests, args.seed, args.output_root, args.overwrite)
-    except ConversionError as e:
-        print(f"nnunet_semi_convert_msd: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    with open(os.path.join(out, "dataset.json"), encoding="utf-8") as f:
-        info = json.load(f)["nnunet_semi"]
-    print(out)
-    print(f"imagesTr: {info['num_labeled'] + info['num_val']} ({info['num_labeled']} labeled + {info['num_val']} "
-          f"validation{', val = labeled' if info['val_is_train'] else ''}), imagesTs: {info['num_test']}, "
-          f"{UNLABELED_FOLDER}: {info['num_unlabeled']}")
+    out = run_entry(parser.prog, lambda: convert_msd_semi(
+        args.task_folder, args.dataset_id, args.labeled, args.val, args.test, args.unlabeled, args.imagests,
+        args.seed, args.output_root, args.overwrite))
     print(f"After nnUNetv2_plan_and_preprocess, copy the split: python -c \"from dataset_conversion.msd import "
           f"copy_splits_to_preprocessed as c; c({os.path.basename(out)!r})\"")
-
 
 if __name__ == "__main__":
     convert_msd_entry()

@@ -65,7 +65,9 @@ def run_demo(work: Path, trainer: str, keep: bool = False) -> str:
         shutil.rmtree(work)
     env = nnunet_environment(work)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    train_env = {**env, "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0")}
+    # single-process augmentation + a fixed seed: the demo prints the same numbers on every run of this machine
+    train_env = {**env, "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0"),
+                 "nnUNet_semi_seed": env.get("nnUNet_semi_seed", "0")}
 
     raw = Path(generate_demo_dataset(env["nnUNet_raw"], DATASET_ID))
     print(f"generated {raw}: " + ", ".join(f"{d}: {len(list((raw / d).glob('*.nii.gz')))}" for d in
@@ -98,8 +100,8 @@ def run_demo(work: Path, trainer: str, keep: bool = False) -> str:
 def demo_entry():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="demo_output", help="work folder (default: ./demo_output)")
-    parser.add_argument("--trainer", default="nnUNetTrainerCPS_20epochs_25its",
-                        help="trainer to run (default: nnUNetTrainerCPS_20epochs_25its)")
+    parser.add_argument("--trainer", default="nnUNetTrainerCPS_10epochs_100its",
+                        help="trainer to run (default: nnUNetTrainerCPS_10epochs_100its)")
     parser.add_argument("--keep", action="store_true", help="keep an existing work folder instead of starting over")
     args = parser.parse_args()
     run_demo(Path(args.work).resolve(), args.trainer, args.keep)

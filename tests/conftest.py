@@ -62,17 +62,18 @@ def run(cmd, env, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def hippocampus_nnunet(tmp_path_factory):
     """Hippocampus (MSD task 4, real data) as nnU-Net dataset 901: 8 labeled + 5 validation cases in imagesTr,
-    20 labeled test cases in imagesTs/labelsTs, 40 unlabeled images (rest of the pool + MSD imagesTs);
-    planned and preprocessed by nnU-Net (2d and 3d_fullres), plus small CPU plans ``nnUNetPlansSmall``."""
+    10 labeled test cases in imagesTs/labelsTs, 40 unlabeled images (rest of the pool + MSD imagesTs);
+    planned and preprocessed by nnU-Net (2d and 3d_fullres), plus small CPU plans ``nnUNetPlansSmall``
+    (8..64 features; batch 8 in 2d, 2 in 3d_fullres)."""
     from dataset_conversion.msd import convert_msd_semi
     from nnunet_semi.utils.small_plans import make_small_plans
 
     root = tmp_path_factory.mktemp("hippocampus")
     env = make_env(root)
-    raw = Path(convert_msd_semi(str(require(HIPPOCAMPUS)), HIPPO_ID, num_labeled=8, num_val=5, num_test=20,
+    raw = Path(convert_msd_semi(str(require(HIPPOCAMPUS)), HIPPO_ID, num_labeled=8, num_val=5, num_test=10,
                                 num_unlabeled=40, seed=0, output_root=env["nnUNet_raw"]))
     run([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", HIPPO_ID, "-c", "2d", "3d_fullres", "-np", "2",
          "-npfp", "2"], env)
-    make_small_plans(raw.name, target_plans=SMALL_PLANS, base_features=8, max_features=64, batch_size=4,
-                     preprocessed_root=env["nnUNet_preprocessed"])
+    make_small_plans(raw.name, target_plans=SMALL_PLANS, base_features=8, max_features=64,
+                     batch_size={"2d": 8, "3d_fullres": 2}, preprocessed_root=env["nnUNet_preprocessed"])
     return {"root": root, "env": env, "raw": raw, "dataset": raw.name}

@@ -1,4 +1,7 @@
 """Network pieces shared by the methods: the dual-network wrapper (CPS-style methods), later extra decoders and heads."""
 from nnunet_semi.networks.dual import DualNetwork, fuse_softmax_logits, unwrap
+from nnunet_semi.networks.heads import ProjectionHead
+from nnunet_semi.networks.pretrained import PretrainedWeightsError, load_pretrained_networks
 
-__all__ = ["DualNetwork", "fuse_softmax_logits", "unwrap"]
+__all__ = ["DualNetwork", "PretrainedWeightsError", "ProjectionHead", "fuse_softmax_logits", "load_pretrained_networks",
+           "unwrap"]

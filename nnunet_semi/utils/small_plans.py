@@ -6,7 +6,7 @@ size change. Use it with ``-p <new plans name>`` in ``nnUNetv2_train`` / ``nnUNe
 """
 import argparse
 import copy
-from typing import Iterable, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, save_json
@@ -37,11 +37,12 @@ def shrink_configuration(config: dict, base_features: int, max_features: int, ba
 
 def make_small_plans(dataset_name_or_id, source_plans: str = "nnUNetPlans", target_plans: str = "nnUNetPlansSmall",
                      configurations: Optional[Iterable[str]] = None, base_features: int = 8, max_features: int = 64,
-                     batch_size: Optional[int] = None, patch_size: Optional[Sequence[int]] = None,
-                     preprocessed_root: Optional[str] = None) -> str:
+                     batch_size: Union[None, int, Dict[str, int]] = None,
+                     patch_size: Optional[Sequence[int]] = None, preprocessed_root: Optional[str] = None) -> str:
     """Write ``<target_plans>.json`` next to the source plans and return its path.
 
-    ``preprocessed_root`` defaults to ``$nnUNet_preprocessed``.
+    ``batch_size``: one value for all configurations or ``{configuration: batch size}``; ``preprocessed_root``
+    defaults to ``$nnUNet_preprocessed``.
     """
     root = preprocessed_root or nnUNet_preprocessed.require()
     folder = join(root, maybe_convert_to_dataset_name(dataset_name_or_id))
@@ -56,8 +57,8 @@ def make_small_plans(dataset_name_or_id, source_plans: str = "nnUNetPlans", targ
         config = plans["configurations"][name]
         if "inherits_from" in config:
             raise ValueError(f"configuration {name} inherits from another one; shrink a standalone configuration")
-        plans["configurations"][name] = shrink_configuration(config, base_features, max_features, batch_size,
-                                                             patch_size)
+        batch = batch_size.get(name) if isinstance(batch_size, dict) else batch_size
+        plans["configurations"][name] = shrink_configuration(config, base_features, max_features, batch, patch_size)
     target = join(folder, target_plans + ".json")
     save_json(plans, target, sort_keys=False)
     return target

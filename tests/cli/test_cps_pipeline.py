@@ -15,9 +15,10 @@ import torch
 from nnunet_semi import ext_trainer_dir
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
 
-# measured: see the integration test's docstring
-DICE_FLOOR = 0.60
-TRAINER_3D = "nnUNetTrainerCPS_20epochs_25its"
+# measured (seed 0, 2 CPU cores): see test_cps_train_predict_evaluate_2d
+DICE_FLOOR = 0.70
+TRAINER_2D = "nnUNetTrainerCPS_20epochs_100its"
+TRAINER_3D = "nnUNetTrainerCPS_2epochs_5its"
 TRAINER_RESUME = "nnUNetTrainerCPS_4epochs_10its"
 
 
@@ -35,40 +36,55 @@ def test_ext_trainer_command_appends_to_existing_value():
     assert not (shim_dir / "__init__.py").exists()
 
 
-def test_cps_train_predict_evaluate_3d(hippocampus_nnunet):
-    """3d_fullres, small plans (8..64 features, batch 4 labeled + 4 unlabeled), 20 x 25 iterations on 2 CPU cores.
+def _predict_and_evaluate(hippocampus_nnunet, trainer: str, configuration: str, name: str) -> dict:
+    env, raw = hippocampus_nnunet["env"], hippocampus_nnunet["raw"]
+    pred = hippocampus_nnunet["root"] / name
+    run([nnunet_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", HIPPO_ID, "-c", configuration,
+         "-f", "0", "-tr", trainer, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
+        train_env(env))
+    assert len(list(pred.glob("*.nii.gz"))) == len(list((raw / "labelsTs").glob("*.nii.gz"))) == 10
+    plans = _result_folder(env, hippocampus_nnunet["dataset"], trainer, configuration).parent / "plans.json"
+    run([nnunet_bin("nnUNetv2_evaluate_folder"), raw / "labelsTs", pred, "-djfile", raw / "dataset.json",
+         "-pfile", plans], env)
+    return json.loads((pred / "summary.json").read_text())
 
-    Measured on this data (8 labeled cases, 40 unlabeled, 20 test cases): mean foreground Dice 0.XX; the floor
-    DICE_FLOOR leaves margin for run-to-run variation (unseeded).
+
+def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
+    """2d, small plans (8..64 features, batch 8 labeled + 8 unlabeled), 20 x 100 iterations on 2 CPU cores, seeded.
+
+    Measured on this data (8 labeled training cases, 40 unlabeled, 10 test cases; seed 0): mean foreground Dice
+    0.770 (anterior 0.785, posterior 0.754). The same run unseeded with 10 x 100 iterations reached only 0.26, so
+    the budget matters; DICE_FLOOR = 0.70 leaves margin for floating-point differences between CPUs.
     """
-    env, dataset, raw = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"], hippocampus_nnunet["raw"]
-    tenv = train_env(env)
-    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "3d_fullres", "0", "-tr", TRAINER_3D, "-p", SMALL_PLANS,
-                "-device", "cpu"], tenv)
-    assert "Unlabeled stream: 40 cases, batch size 4 per step (labeled: 4)" in proc.stdout
+    env, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"]
+    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "2d", "0", "-tr", TRAINER_2D, "-p", SMALL_PLANS, "-device",
+                "cpu"], {**train_env(env), "nnUNet_semi_seed": "0"})
+    assert "Unlabeled stream: 40 cases, batch size 8 per step (labeled: 8)" in proc.stdout
 
-    folder = _result_folder(env, dataset, TRAINER_3D, "3d_fullres")
+    folder = _result_folder(env, dataset, TRAINER_2D, "2d")
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert checkpoint["trainer_name"] == TRAINER_3D and checkpoint["current_epoch"] == 20
+    assert checkpoint["trainer_name"] == TRAINER_2D and checkpoint["current_epoch"] == 20
     assert {k.split(".")[0] for k in checkpoint["network_weights"]} == {"net_a", "net_b"}
     logging = checkpoint["logging"]
     assert len(logging["cps_losses"]) == len(logging["pseudo_label_agreement"]) == 20
-    assert logging["pseudo_label_agreement"][-1] > 0.9  # the two networks converge towards each other
+    assert logging["cps_losses"][-1] < logging["cps_losses"][0]
     # progress.png: nnU-Net's three panels plus ours (one third more height)
     assert plt.imread(folder / "progress.png").shape[:2] == (7200, 3000)
 
-    pred = hippocampus_nnunet["root"] / "pred_cps_3d"
-    run([nnunet_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", HIPPO_ID, "-c", "3d_fullres",
-         "-f", "0", "-tr", TRAINER_3D, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps",
-         "1"], tenv)
-    assert len(list(pred.glob("*.nii.gz"))) == 20
-    run([nnunet_bin("nnUNetv2_evaluate_folder"), raw / "labelsTs", pred, "-djfile", raw / "dataset.json",
-         "-pfile", folder.parent / "plans.json"], env)
-    summary = json.loads((pred / "summary.json").read_text())
+    summary = _predict_and_evaluate(hippocampus_nnunet, TRAINER_2D, "2d", "pred_cps_2d")
     dice = summary["foreground_mean"]["Dice"]
-    print(f"CPS 3d_fullres test Dice: {dice:.4f}, per class "
-          f"{ {k: round(v['Dice'], 4) for k, v in summary['mean'].items()} }")
+    print(f"CPS 2d test Dice: {dice:.4f}, per class {({k: round(v['Dice'], 4) for k, v in summary['mean'].items()})}")
     assert dice > DICE_FLOOR
+
+
+def test_cps_3d_fullres_trains_and_predicts(hippocampus_nnunet):
+    """The 3D path (3d_fullres, batch 2 + 2) through train, predict and evaluate; no accuracy claim at 10 iterations."""
+    env = hippocampus_nnunet["env"]
+    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "3d_fullres", "0", "-tr", TRAINER_3D, "-p", SMALL_PLANS,
+                "-device", "cpu"], train_env(env))
+    assert "Unlabeled stream: 40 cases, batch size 2 per step (labeled: 2)" in proc.stdout
+    summary = _predict_and_evaluate(hippocampus_nnunet, TRAINER_3D, "3d_fullres", "pred_cps_3d")
+    assert len(summary["metric_per_case"]) == 10
 
 
 def _tensors_equal(a, b, path="") -> None:

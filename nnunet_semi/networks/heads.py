@@ -1,0 +1,40 @@
+"""Heads attached to a segmentation network for pre-training.
+
+CCM (``papers/ccm-complementary-masking-cps.md``, Sec. 2.1 and 3.1) adds a projector ``h`` after each encoder ``f``
+to obtain the global features ``Z_i = h(f(X_i))`` of eq. 2: "a projector consisting of two linear layers after each
+encoder to obtain global features with a dimension of 1000". The encoder's deepest feature map is reduced to a
+vector by global average pooling first.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class ProjectionHead(nn.Module):
+    """Global average pooling of the deepest encoder stage + ``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``.
+
+    Args:
+        in_channels: channels ``C`` of the feature map.
+        hidden_dim: width of the hidden layer (default: ``in_channels``).
+        out_dim: dimension of ``Z`` (paper: 1000).
+
+    ``forward(feature_map)`` takes ``(B, C, *spatial)`` (2D or 3D) and returns ``(B, out_dim)``.
+    """
+
+    def __init__(self, in_channels: int, hidden_dim: Optional[int] = None, out_dim: int = 1000):
+        super().__init__()
+        hidden_dim = in_channels if hidden_dim is None else hidden_dim
+        for name, value in (("in_channels", in_channels), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        self.in_channels = int(in_channels)
+        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden_dim), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        if feature_map.ndim < 3 or feature_map.shape[1] != self.in_channels:
+            raise ValueError(f"expected a feature map (B, {self.in_channels}, *spatial), got shape "
+                             f"{tuple(feature_map.shape)}")
+        pooled = feature_map.flatten(2).mean(-1)  # adaptive average pooling to 1 voxel, any number of dims
+        return self.mlp(pooled)

@@ -1,0 +1,24 @@
+"""nnUNetTrainerCCMCPS: CPS fine-tuning of two CCM-pretrained networks (``papers/ccm-complementary-masking-cps.md``).
+
+Network a starts from the pretrained f_a/g_a, network b from f_b/g_b; reconstruction heads and projectors are
+dropped and the segmentation heads are trained anew. Everything else is :class:`nnUNetTrainerCPS` (eq. 4-6).
+
+The pretrained checkpoint is found by convention, so the design card's command needs no extra flag::
+
+    nnunet_semi_pretrain -d 27 -c 2d -m ccm -f 0          # writes CCMPretrain__nnUNetPlans__2d/fold_0/
+    nnUNetv2_train 27 2d 0 -tr nnUNetTrainerCCMCPS
+
+It is ``$nnUNet_results/<Dataset>/CCMPretrain__<plans>__<configuration>/fold_<fold>/checkpoint_final.pth`` of the
+same plans, configuration and fold, or the file named by ``nnUNet_semi_pretrained=<path>`` (e.g. an ablation's
+``CCMPretrain_noCon__...`` checkpoint); see :mod:`nnunet_semi.training.pretrained_init`.
+"""
+from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.cps import nnUNetTrainerCPS
+from nnunet_semi.training.pretrained_init import PretrainedInitialisation
+
+
+class nnUNetTrainerCCMCPS(PretrainedInitialisation, nnUNetTrainerCPS):
+    pretraining_method = "CCM"
+
+
+CCMCPS_VARIANTS = add_budget_variants(nnUNetTrainerCCMCPS)

@@ -1,0 +1,223 @@
+"""nnUNetTrainerDualStreamCL: dual-stream error correction + prototype contrast (Karimijafarbigloo et al.).
+
+``papers/dual-stream-3d-contrastive.md``, Sec. 2 (losses in :mod:`nnunet_semi.losses.dual_stream`). Two subnetworks
+of different architecture, A = the planned nnU-Net (PlainConvUNet) and B = a residual-encoder UNet with the same
+stages, features, kernels and strides, see every step b labeled and b unlabeled images::
+
+    L_s   = l_ce + Dice on labeled images, for A and for B                                        (eq. 1)
+    L_u   = l_ce + Dice on reliable voxels of the pseudo-labels, + L_reg                           (eq. 2)
+    L     = L_s + lambda_u L_u + lambda_c L_c                                                      (eq. 3)
+
+* pseudo-labels: argmax of the subnetwork with the lower L_s in this step (Fig. 1); reliable voxels: all but the
+  ``unreliable_fraction`` of highest entropy (eq. 2, U2PL's percentile rule);
+* L_reg (eq. 4-5): L1 between the two softmax outputs on M_diff, the voxels where both are confident above T but
+  disagree; T rises linearly from ``confidence_threshold_start`` to ``_end`` over training;
+* L_c (eq. 6-7): per subnetwork, its last decoder stage features (full resolution, input of the final 1x1
+  segmentation layer, read with a forward hook), L2-normalised; prototypes from the reliable voxels, unreliable
+  voxels pulled to their pseudo-label class prototype, prototypes pushed apart;
+* lambda_u = 1, lambda_c = 0.1 e^{4 (1 - t/t_max)^2} as printed (t = iteration; ``lambda_c_exponent = -4`` for the
+  rising reading), ablations ``use_reg`` / ``use_contrastive`` (trainers ``..._noReg`` / ``..._noCon``).
+
+Where nnU-Net's setting differs from the paper (documented, switchable where it matters):
+
+* subnetworks: the paper pairs V-Net and a ResNet-34 UNet; here the planned PlainConvUNet and a
+  ResidualEncoderUNet built from the same plans (one BasicBlock of 2 convolutions per planned pair of convolutions;
+  a ResidualEncoderUNet plan gets a PlainConvUNet partner instead);
+* L_s is nnU-Net's Dice + CE with deep supervision; L_u is nnU-Net's Dice + CE (ignore value on unreliable voxels)
+  on the full-resolution output; L_reg and L_c use the full-resolution output / features only;
+* the paper leaves open which subnetworks learn from L_u and L_c; both do here (``unsup_on_source = False``
+  trains only the other subnetwork with L_u);
+* L_reg is the mean over M_diff voxels instead of eq. 5's sum (scale-free; see the losses module);
+* optimisation is nnU-Net's (SGD 0.01, Nesterov momentum 0.99, weight decay 3e-5, poly schedule, 1000 x 250
+  iterations), not the paper's SGD 0.01 / momentum 0.9 / weight decay 1e-4 with lr / 10 every 2500 of 6000
+  iterations. As in CPS the two subnetworks share no parameters and we back-propagate the sum of their objectives,
+  so that each receives nnU-Net's supervised gradient; the logged training loss is eq. 3 with L_s, L_u, L_c
+  averaged over the two subnetworks. Gradients are clipped per subnetwork (nnU-Net's norm 12);
+* the pseudo-label source is chosen per process (DDP ranks may differ; the Dice part of L_s is global).
+
+Schedules depend only on ``t = current_epoch * num_iterations_per_epoch + iteration``, with the iteration counter
+reset at every epoch start, so an interrupted run resumes exactly without extra checkpoint state.
+Inference (validation, ``nnUNetv2_predict``) uses the mean of the two subnetworks' softmax outputs.
+"""
+import copy
+from functools import partial
+
+import torch
+
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunet_semi.losses.dual_stream import (confidence_threshold, confident_disagreement_mask, contrastive_weight,
+                                            disagreement_l1_loss, prototype_loss, pseudo_label_source,
+                                            reliable_mask)
+from nnunet_semi.networks.dual import DualNetwork, unwrap
+from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.cps import _full_resolution, _split
+from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
+
+ARCHITECTURES = "dynamic_network_architectures.architectures.unet."
+PLAIN, RESIDUAL = "PlainConvUNet", "ResidualEncoderUNet"
+
+
+def partner_architecture(arch_class_name: str, arch_kwargs: dict):
+    """The second subnetwork's ``(class name, kwargs)``: a ResidualEncoderUNet for a PlainConvUNet plan (the
+    same stages, features, kernels, strides; ``ceil(n_conv / 2)`` residual blocks of 2 convolutions per stage) and
+    a PlainConvUNet (2 convolutions per stage, nnU-Net's default) for a ResidualEncoderUNet plan."""
+    kwargs = copy.deepcopy(dict(arch_kwargs))
+    name = arch_class_name.split(".")[-1]
+    if name == PLAIN:
+        kwargs.pop("nonlin_first", None)
+        kwargs["n_blocks_per_stage"] = [max(1, (n + 1) // 2) for n in _per_stage(kwargs.pop("n_conv_per_stage"),
+                                                                                 kwargs["n_stages"])]
+        return ARCHITECTURES + RESIDUAL, kwargs
+    if name == RESIDUAL:
+        for key in ("n_blocks_per_stage", "block", "bottleneck_channels", "stem_channels"):
+            kwargs.pop(key, None)
+        kwargs["n_conv_per_stage"] = [2] * kwargs["n_stages"]
+        return ARCHITECTURES + PLAIN, kwargs
+    raise NotImplementedError(f"nnUNetTrainerDualStreamCL pairs a {PLAIN} with a {RESIDUAL}; the plans use "
+                              f"{arch_class_name}. Fix: plan with nnU-Net's default or ResEnc planner.")
+
+
+def _per_stage(value, n_stages: int):
+    return [value] * n_stages if isinstance(value, int) else list(value)
+
+
+def _keep_output(store: dict, index: int, module, inputs, output) -> None:
+    """Forward hook: keep the output of a decoder stage (training mode only; eval/inference keeps nothing)."""
+    if module.training:
+        store[index] = output
+
+
+class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
+    extra_curves = {
+        "sup_losses": "L_s (supervised)",
+        "unsup_losses": "L_u (pseudo-labels, reliable voxels)",
+        "reg_losses": "L_reg (M_diff L1)",
+        "contrastive_losses": "L_c (prototypes)",
+        "mdiff_fraction": "M_diff voxel fraction",
+        "source_a_fraction": "pseudo-labels from A (planned network) fraction",
+    }
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.lambda_u = 1.0  # eq. 3 (paper value)
+        self.lambda_c_base = 0.1  # lambda_c = base * e^{exponent (1 - t/t_max)^2} (Sec. 3.1, as printed)
+        self.lambda_c_exponent = 4.0  # -4.0: rising ramp-up reading
+        self.confidence_threshold_start = 0.6  # T of eq. 4, linear schedule (paper: "dynamic", unspecified)
+        self.confidence_threshold_end = 0.9
+        self.unreliable_fraction = 0.2  # eq. 2 entropy filter: highest-entropy fraction of voxels per batch
+        self.prototype_temperature = 1.0  # eq. 7 (paper: none)
+        self.prototype_separation_weight = 1.0
+        self.use_reg = True  # ablation switch: L_reg (eq. 4-5)
+        self.use_contrastive = True  # ablation switch: L_c (eq. 6-7)
+        self.unsup_on_source = True  # L_u also trains the pseudo-label source (self-training on reliable voxels)
+        self.iteration_in_epoch = 0
+        self._decoder_features = {}
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> DualNetwork:
+        """A = the planned architecture, B = :func:`partner_architecture`; each randomly initialised."""
+        planned = configuration_manager.network_arch_class_name
+        partner, partner_kwargs = partner_architecture(planned, configuration_manager.network_arch_init_kwargs)
+        req_import = configuration_manager.network_arch_init_kwargs_req_import
+        nets = [get_network_from_plans(name, kwargs, req_import, num_input_channels, num_output_channels,
+                                       allow_init=True, deep_supervision=enable_deep_supervision)
+                for name, kwargs in ((planned, configuration_manager.network_arch_init_kwargs),
+                                     (partner, partner_kwargs))]
+        return DualNetwork(*nets)
+
+    def grad_clip_groups(self):
+        return [list(net.parameters()) for net in unwrap(self.network).members]
+
+    def initialize(self):
+        super().initialize()
+        # L_u: nnU-Net's Dice + CE; unreliable voxels carry the ignore value num_segmentation_heads (no class)
+        self.unsup_ignore_value = self.label_manager.num_segmentation_heads
+        self.loss_unlabeled = DC_and_CE_loss(
+            {"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": self.is_ddp},
+            {}, weight_ce=1, weight_dice=1, ignore_label=self.unsup_ignore_value,
+            dice_class=MemoryEfficientSoftDiceLoss)
+        # the hooks are on the modules inside any DDP / torch.compile wrapper (compile traces at the first call)
+        for index, net in enumerate(unwrap(self.network).members):
+            net.decoder.stages[-1].register_forward_hook(partial(_keep_output, self._decoder_features, index))
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.iteration_in_epoch = 0
+
+    def training_progress(self):
+        """``(t, t_max)`` in iterations for the schedules of lambda_c and T."""
+        t = self.current_epoch * self.num_iterations_per_epoch + self.iteration_in_epoch
+        return t, self.num_epochs * self.num_iterations_per_epoch
+
+    def compute_losses(self, data, target, data_unlabeled):
+        t, t_max = self.training_progress()
+        self.iteration_in_epoch += 1
+        n_labeled = data.shape[0]
+        outs = self.network(torch.cat((data, data_unlabeled)))
+        features = [self._decoder_features.pop(i)[n_labeled:] for i in range(2)]
+        splits = [_split(out, n_labeled) for out in outs]
+        sup = [self.loss(out_l, target) for out_l, _ in splits]  # eq. 1, per subnetwork
+        logits_u = [_full_resolution(out_u) for _, out_u in splits]
+        probs_u = [torch.softmax(logits.float(), 1) for logits in logits_u]
+
+        source = pseudo_label_source([s.item() for s in sup])
+        with torch.no_grad():
+            pseudo = probs_u[source].argmax(1)
+            reliable = reliable_mask(probs_u[source], self.unreliable_fraction)
+            target_u = torch.where(reliable, pseudo, self.unsup_ignore_value)[:, None]
+        unsup = [self.loss_unlabeled(logits, target_u) if (k != source or self.unsup_on_source)
+                 else logits.sum() * 0.0 for k, logits in enumerate(logits_u)]  # eq. 2 without L_reg
+
+        zero = probs_u[0].sum() * 0.0
+        m_diff = confident_disagreement_mask(*probs_u, confidence_threshold(
+            t, t_max, self.confidence_threshold_start, self.confidence_threshold_end))
+        reg = disagreement_l1_loss(*probs_u, m_diff) if self.use_reg else zero  # eq. 5
+        if self.use_contrastive:
+            contrastive = [prototype_loss(f, pseudo, reliable, probs_u[0].shape[1], self.prototype_temperature,
+                                          self.prototype_separation_weight)[0] for f in features]  # eq. 6-7
+        else:
+            contrastive = [zero, zero]
+        lambda_c = contrastive_weight(t, t_max, self.lambda_c_base, self.lambda_c_exponent)
+
+        per_network = [s + self.lambda_u * u + lambda_c * c for s, u, c in zip(sup, unsup, contrastive)]
+        loss = per_network[0] + per_network[1] + self.lambda_u * reg  # L_reg's gradient reaches both once
+        l_s, l_u, l_c = 0.5 * (sup[0] + sup[1]), 0.5 * (unsup[0] + unsup[1]), 0.5 * (contrastive[0] + contrastive[1])
+        loss_logged = l_s + self.lambda_u * (l_u + reg) + lambda_c * l_c  # eq. 3 with eq. 2's L_reg inside L_u
+        curves = {"sup_losses": l_s.item(), "unsup_losses": l_u.item(), "reg_losses": reg.item(),
+                  "contrastive_losses": l_c.item(), "mdiff_fraction": m_diff.float().mean().item(),
+                  "source_a_fraction": float(source == 0)}
+        return loss, loss_logged, curves
+
+
+class nnUNetTrainerDualStreamCL_noReg(nnUNetTrainerDualStreamCL):
+    """Ablation (Sec. 3.3): without the consistency regularisation L_reg (eq. 4-5)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.use_reg = False
+
+
+class nnUNetTrainerDualStreamCL_noCon(nnUNetTrainerDualStreamCL):
+    """Ablation (Sec. 3.3): without the contrastive loss L_c (eq. 6-7)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.use_contrastive = False
+
+
+DUAL_STREAM_VARIANTS = {
+    **add_budget_variants(nnUNetTrainerDualStreamCL),
+    "nnUNetTrainerDualStreamCL_noReg": nnUNetTrainerDualStreamCL_noReg,
+    **add_budget_variants(nnUNetTrainerDualStreamCL_noReg),
+    "nnUNetTrainerDualStreamCL_noCon": nnUNetTrainerDualStreamCL_noCon,
+    **add_budget_variants(nnUNetTrainerDualStreamCL_noCon),
+}

@@ -1,0 +1,48 @@
+"""Initialise a trainer's network from a self-supervised pretraining, found by convention.
+
+The checkpoint is ``$nnUNet_results/<Dataset>/<Method>Pretrain__<plans>__<configuration>/fold_<fold>/
+checkpoint_final.pth`` (what ``nnunet_semi_pretrain -m <method>`` writes for the same plans, configuration and
+fold), or the file named by ``nnUNet_semi_pretrained=<path>`` (e.g. an ablation's checkpoint). It is read with
+``torch.load(weights_only=True)``; one that does not fit the planned network is refused with the first mismatching
+key and both shapes (:func:`~nnunet_semi.networks.pretrained.load_pretrained_networks`).
+"""
+import os
+from typing import Tuple
+
+from batchgenerators.utilities.file_and_folder_operations import join
+
+from nnunetv2.paths import nnUNet_results
+
+from nnunet_semi.networks.pretrained import PretrainedWeightsError, load_pretrained_networks
+
+PRETRAINED_ENV = "nnUNet_semi_pretrained"
+
+
+class PretrainedInitialisation:
+    """Mixin for nnU-Net trainers: after ``initialize()`` the network starts from the pretraining's weights.
+
+    ``pretraining_method`` names the method (``"CCM"``, ``"IDEAL"``); ``pretrained_skip`` lists substrings of the
+    network's state-dict keys that keep their fresh initialisation (default: nnU-Net's segmentation heads).
+    """
+
+    pretraining_method: str = None
+    pretrained_skip: Tuple[str, ...] = (".seg_layers.",)
+
+    def pretrained_checkpoint(self) -> str:
+        if os.environ.get(PRETRAINED_ENV):
+            return os.environ[PRETRAINED_ENV]
+        folder = f"{self.pretraining_method}Pretrain__{self.plans_manager.plans_name}__{self.configuration_name}"
+        return join(nnUNet_results.require(), self.plans_manager.dataset_name, folder, f"fold_{self.fold}",
+                    "checkpoint_final.pth")
+
+    def initialize(self):
+        super().initialize()
+        path = self.pretrained_checkpoint()
+        if not os.path.isfile(path):
+            raise PretrainedWeightsError(
+                f"No {self.pretraining_method} pretraining found at {path}. Fix: run nnunet_semi_pretrain -d "
+                f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name} "
+                f"-m {self.pretraining_method.lower()} -f {self.fold} first, or set {PRETRAINED_ENV}=<checkpoint>.")
+        loaded = load_pretrained_networks(self.network, path, skip=self.pretrained_skip)
+        self.print_to_log_file(f"Initialised {len(loaded)} tensors from {path} (keys containing "
+                               f"{', '.join(self.pretrained_skip)} trained anew)")

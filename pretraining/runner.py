@@ -1,0 +1,247 @@
+"""The pretraining loop shared by every method: data, optimiser, schedule, progress, checkpoints, resume, DDP.
+
+A method subclasses :class:`Pretrainer` and implements :meth:`build_model` and :meth:`compute_loss` (and names
+its hyper-parameters in :meth:`hyperparameters`). Networks come from the dataset's plans through nnU-Net's own
+``build_network_architecture``, so the pretrained weights have the keys and shapes of the networks that
+fine-tuning builds.
+"""
+import math
+import os
+import random
+from typing import Dict, Optional, Tuple
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter  # noqa: E402
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter  # noqa: E402
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json, maybe_mkdir_p  # noqa
+from torch import distributed as dist  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results  # noqa: E402
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader  # noqa: E402
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name  # noqa: E402
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA  # noqa: E402
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels  # noqa: E402
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager  # noqa: E402
+
+from nnunet_semi.networks.dual import unwrap  # noqa: E402
+from pretraining.data import pretraining_dataset  # noqa: E402
+
+
+def _safe_rng_state() -> dict:
+    """Random states as tensors / ints only, so checkpoints load with ``torch.load(weights_only=True)``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+
+
+def _set_safe_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+class Pretrainer:
+    """Base class; see the module docstring. ``method_name`` names the output folder (``<name>Pretrain``)."""
+
+    method_name: str = None
+
+    def __init__(self, dataset_name_or_id, configuration: str, fold="0", plans_identifier: str = "nnUNetPlans",
+                 device: torch.device = torch.device("cpu"), num_epochs: int = 400, batch_size: Optional[int] = None,
+                 iterations_per_epoch: Optional[int] = None, learning_rate: float = 1e-3, weight_decay: float = 0.0,
+                 seed: Optional[int] = None):
+        self.dataset_name = str(maybe_convert_to_dataset_name(dataset_name_or_id))  # may be a numpy str
+        self.preprocessed_base = join(nnUNet_preprocessed.require(), self.dataset_name)
+        plans_file = join(self.preprocessed_base, plans_identifier + ".json")
+        if not isfile(plans_file):
+            raise FileNotFoundError(f"{plans_file} does not exist. Fix: run nnUNetv2_plan_and_preprocess -d "
+                                    f"{dataset_name_or_id} -c {configuration} first.")
+        self.plans_manager = PlansManager(plans_file)
+        self.configuration_name = configuration
+        self.configuration_manager = self.plans_manager.get_configuration(configuration)
+        self.dataset_json = load_json(join(self.preprocessed_base, "dataset.json"))
+        self.num_input_channels = determine_num_input_channels(self.plans_manager, self.configuration_manager,
+                                                               self.dataset_json)
+        self.fold = fold if fold == "all" else int(fold)
+        self.device = torch.device(device)
+        self.is_ddp = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.is_ddp else 0
+        self.world_size = dist.get_world_size() if self.is_ddp else 1
+        self.num_epochs = num_epochs
+        self.batch_size = batch_size  # global; None -> method default (see default_batch_size)
+        self.iterations_per_epoch = iterations_per_epoch  # None -> one pass over the images (see run)
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        if seed is not None:
+            random.seed(seed + self.rank)
+            np.random.seed(seed + self.rank)
+            torch.manual_seed(seed + self.rank)
+        self.model: Optional[nn.Module] = None
+        self.history: Dict[str, list] = {}
+
+    # ------------------------------------------------------------------ method hooks
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def compute_loss(self, data: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Return the loss to minimise and ``{term: value}`` for the curves (the first term is the total)."""
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict:
+        return {}
+
+    def variant_suffix(self) -> str:
+        """Appended to the output folder name for ablations (e.g. ``_noCon``), so variants never overwrite."""
+        return ""
+
+    def network_weights(self) -> dict:
+        """The weights fine-tuning loads (``checkpoint['network_weights']``)."""
+        return unwrap(self.model).state_dict()
+
+    def default_batch_size(self) -> int:
+        return self.configuration_manager.batch_size
+
+    def has_unused_parameters(self) -> bool:
+        """True when some parameters get no gradient (ablations): DDP must then look for them."""
+        return False
+
+    # ------------------------------------------------------------------ helpers for methods
+    def build_planned_network(self, num_output_channels: int) -> nn.Module:
+        """nnU-Net's planned network for this configuration, without deep supervision."""
+        return nnUNetTrainer.build_network_architecture(self.plans_manager, self.configuration_manager,
+                                                        self.num_input_channels, num_output_channels,
+                                                        enable_deep_supervision=False)
+
+    @property
+    def output_folder(self) -> str:
+        name = f"{self.method_name}Pretrain{self.variant_suffix()}__{self.plans_manager.plans_name}__" \
+               f"{self.configuration_name}"
+        return join(nnUNet_results.require(), self.dataset_name, name, f"fold_{self.fold}")
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self, per_rank_batch: int):
+        dataset = pretraining_dataset(join(nnUNet_raw.require(), self.dataset_name), self.preprocessed_base,
+                                      self.plans_manager, self.configuration_manager, self.dataset_json, self.fold,
+                                      num_processes=max(1, get_allowed_n_proc_DA()))
+        patch = self.configuration_manager.patch_size
+        loader = nnUNetDataLoader(dataset, per_rank_batch, patch, patch,
+                                  self.plans_manager.get_label_manager(self.dataset_json),
+                                  oversample_foreground_percent=0.0, transforms=None)
+        n_proc = get_allowed_n_proc_DA()
+        augmenter = SingleThreadedAugmenter(loader, None) if n_proc == 0 else NonDetMultiThreadedAugmenter(
+            loader, None, n_proc, max(2, n_proc // 2), pin_memory=self.device.type == "cuda")
+        # one epoch = one pass over the images: slices for 2D configurations, volumes for 3D
+        if len(patch) == 2:
+            n_images = sum(dataset.load_case(i)[0].shape[1] for i in dataset.identifiers)
+        else:
+            n_images = len(dataset.identifiers)
+        return augmenter, n_images
+
+    def _save(self, filename: str, optimizer, scheduler, epoch: int) -> None:
+        if self.rank != 0:
+            return
+        checkpoint = {
+            "network_weights": self.network_weights(),
+            "model_state": unwrap(self.model).state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict(),
+            "epoch": epoch,
+            "history": self.history,
+            "rng_state": _safe_rng_state(),
+            "pretraining": {"method": self.method_name, "dataset": self.dataset_name,
+                            "plans": self.plans_manager.plans_name, "configuration": self.configuration_name,
+                            "fold": str(self.fold), "num_epochs": self.num_epochs,
+                            "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
+                            **self.hyperparameters()},
+        }
+        torch.save(checkpoint, filename + ".tmp")
+        os.replace(filename + ".tmp", filename)
+
+    def _plot(self) -> None:
+        if self.rank != 0 or not self.history:
+            return
+        terms = [k for k in self.history if k != "lr"]
+        fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(10, 9))
+        for key in terms:
+            ax.plot(self.history[key], label=key, linewidth=2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title(f"{self.method_name} pretraining, {self.dataset_name} {self.configuration_name}")
+        ax.legend()
+        ax_lr.plot(self.history["lr"], linewidth=2)
+        ax_lr.set_xlabel("epoch")
+        ax_lr.set_ylabel("learning rate")
+        fig.tight_layout()
+        fig.savefig(join(self.output_folder, "progress.png"))
+        plt.close(fig)
+
+    def run(self, continue_training: bool = False) -> str:
+        """Pretrain (or continue an interrupted run) and return the final checkpoint's path."""
+        maybe_mkdir_p(self.output_folder)
+        global_batch = self.batch_size or self.default_batch_size()
+        per_rank_batch = max(1, global_batch // self.world_size)
+        self.model = self.build_model().to(self.device)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.num_epochs)
+        start_epoch = 0
+        latest, final = join(self.output_folder, "checkpoint_latest.pth"), join(self.output_folder,
+                                                                              "checkpoint_final.pth")
+        resume_state = None
+        if continue_training and (isfile(latest) or isfile(final)):
+            resume_state = torch.load(latest if isfile(latest) else final, map_location="cpu", weights_only=True)
+            unwrap(self.model).load_state_dict(resume_state["model_state"])
+            optimizer.load_state_dict(resume_state["optimizer_state"])
+            scheduler.load_state_dict(resume_state["scheduler_state"])
+            self.history = resume_state["history"]
+            start_epoch = resume_state["epoch"]
+        if self.is_ddp:
+            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                             find_unused_parameters=self.has_unused_parameters())
+
+        loader, n_images = self._loader(per_rank_batch)
+        iterations = self.iterations_per_epoch or max(1, math.ceil(n_images / global_batch))
+        if resume_state is not None:
+            _set_safe_rng_state(resume_state["rng_state"])  # after the loader started: as in the original run
+        if self.rank == 0:
+            print(f"{self.method_name} pretraining of {self.dataset_name} {self.configuration_name} fold {self.fold}: "
+                  f"{n_images} images, batch {global_batch} ({per_rank_batch} per rank), {iterations} iterations x "
+                  f"{self.num_epochs} epochs (from epoch {start_epoch}) -> {self.output_folder}")
+        for epoch in range(start_epoch, self.num_epochs):
+            self.model.train()
+            sums: Dict[str, float] = {}
+            bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=self.rank != 0)
+            for _ in bar:
+                data = next(loader)["data"].to(self.device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                loss, terms = self.compute_loss(data)
+                loss.backward()
+                optimizer.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items()})
+            self.history.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
+            scheduler.step()
+            for k, v in sums.items():
+                mean = torch.tensor(v / iterations, dtype=torch.float64)
+                if self.is_ddp:
+                    dist.all_reduce(mean)
+                    mean /= self.world_size
+                self.history.setdefault(k, []).append(float(mean))
+            self._save(latest, optimizer, scheduler, epoch + 1)
+            self._plot()
+        self._save(final, optimizer, scheduler, self.num_epochs)
+        if self.rank == 0 and isfile(latest):
+            os.remove(latest)
+        if isinstance(loader, NonDetMultiThreadedAugmenter):
+            loader._finish()
+        return final
