@@ -249,7 +249,7 @@ def write_tables(result: Dict, output_prefix: str) -> List[str]:
             for n in names:
                 s = result["summary"][n][m]
                 w.writerow([m, n, _fmt(s["mean"], 6), _fmt(s["std"], 6), s["n"]])
-    lines = [f"| Label | Dice (%) | HD95 (mm) | ASSD (mm) |", "|---|---|---|---|"]
+    lines = ["| Label | Dice (%) | HD95 (mm) | ASSD (mm) |", "|---|---|---|---|"]
     for n in names:
         s = result["summary"][n]
         cells = [f"{_fmt(s['dice']['mean'] * 100, 2)} ± {_fmt(s['dice']['std'] * 100, 2)}"]

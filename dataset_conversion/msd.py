@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 # ConversionError and the constants are defined in .common and re-exported here (msd's public API).
-from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, _check_count,
+from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, _check_count,  # noqa: F401
                      _dataset_folders_with_id, _resolve_output_root, case_jobs, check_dataset_id, prepare_target,
                      read_header, run_entry, source_folder, write_dataset)
 

@@ -1,4 +1,5 @@
-"""Network pieces shared by the methods: the dual-network wrapper (CPS-style methods), later extra decoders and heads."""
+"""Network pieces shared by the methods: the dual-network wrapper (CPS-style methods), the shared-encoder
+two-decoder network (IDEAL, MC-Net-style methods), projection heads, pretrained-weight loading, output helpers."""
 from nnunet_semi.networks.dual import DualNetwork, fuse_softmax_logits, unwrap
 from nnunet_semi.networks.heads import ProjectionHead
 from nnunet_semi.networks.pretrained import PretrainedWeightsError, load_pretrained_networks

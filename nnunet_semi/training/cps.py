@@ -28,19 +28,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_semi.losses.cps import cross_pseudo_supervision, pseudo_label_agreement, sigmoid_rampup
 from nnunet_semi.networks.dual import DualNetwork, unwrap
+from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
-
-
-def _split(output, n: int):
-    """Split a network output (a tensor, or a list of tensors under deep supervision) at batch index n."""
-    if isinstance(output, (list, tuple)):
-        return [o[:n] for o in output], [o[n:] for o in output]
-    return output[:n], output[n:]
-
-
-def _full_resolution(output) -> torch.Tensor:
-    return output[0] if isinstance(output, (list, tuple)) else output
 
 
 class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
@@ -76,19 +66,19 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
     def compute_losses(self, data, target, data_unlabeled):
         n_labeled = data.shape[0]
         out_a, out_b = self.network(torch.cat((data, data_unlabeled)))
-        (out_a_l, out_a_u), (out_b_l, out_b_u) = _split(out_a, n_labeled), _split(out_b, n_labeled)
+        (out_a_l, out_a_u), (out_b_l, out_b_u) = split_batch(out_a, n_labeled), split_batch(out_b, n_labeled)
         sup_a, sup_b = self.loss(out_a_l, target), self.loss(out_b_l, target)
 
         if self.cps_on_labeled:
-            logits_a, logits_b = _full_resolution(out_a), _full_resolution(out_b)
+            logits_a, logits_b = full_resolution(out_a), full_resolution(out_b)
         else:
-            logits_a, logits_b = _full_resolution(out_a_u), _full_resolution(out_b_u)
+            logits_a, logits_b = full_resolution(out_a_u), full_resolution(out_b_u)
         cps_a, cps_b = cross_pseudo_supervision(logits_a, logits_b)
 
         alpha = self.current_cps_weight()
         loss_a, loss_b = sup_a + alpha * cps_a, sup_b + alpha * cps_b
         l_s, l_c = 0.5 * (sup_a + sup_b), 0.5 * (cps_a + cps_b)
-        agreement = pseudo_label_agreement(_full_resolution(out_a_u), _full_resolution(out_b_u))
+        agreement = pseudo_label_agreement(full_resolution(out_a_u), full_resolution(out_b_u))
         curves = {"sup_losses": l_s.item(), "cps_losses": l_c.item(), "pseudo_label_agreement": agreement.item()}
         return loss_a + loss_b, l_s + alpha * l_c, curves
 

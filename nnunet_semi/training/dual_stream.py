@@ -53,8 +53,8 @@ from nnunet_semi.losses.dual_stream import (confidence_threshold, confident_disa
                                             disagreement_l1_loss, prototype_loss, pseudo_label_source,
                                             reliable_mask)
 from nnunet_semi.networks.dual import DualNetwork, unwrap
+from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.training.budgets import add_budget_variants
-from nnunet_semi.training.cps import _full_resolution, _split
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 ARCHITECTURES = "dynamic_network_architectures.architectures.unet."
@@ -162,9 +162,9 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
         n_labeled = data.shape[0]
         outs = self.network(torch.cat((data, data_unlabeled)))
         features = [self._decoder_features.pop(i)[n_labeled:] for i in range(2)]
-        splits = [_split(out, n_labeled) for out in outs]
+        splits = [split_batch(out, n_labeled) for out in outs]
         sup = [self.loss(out_l, target) for out_l, _ in splits]  # eq. 1, per subnetwork
-        logits_u = [_full_resolution(out_u) for _, out_u in splits]
+        logits_u = [full_resolution(out_u) for _, out_u in splits]
         probs_u = [torch.softmax(logits.float(), 1) for logits in logits_u]
 
         source = pseudo_label_source([s.item() for s in sup])

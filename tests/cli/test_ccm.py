@@ -1,15 +1,14 @@
 """CCM pretraining on real data (Hippocampus, 2d, small plans) and nnUNetTrainerCCMCPS fine-tuning from it:
 pretrain (command) -> nnUNetv2_train -tr nnUNetTrainerCCMCPS -> nnUNetv2_predict -> nnUNetv2_evaluate_folder."""
-import json
 import os
 
 import pytest
-import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunet_semi.networks.pretrained import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
+from tests.helpers import predict_and_evaluate
 
 PRETRAIN_EPOCHS = 3
 PRETRAIN_ITERS = 8
@@ -97,23 +96,11 @@ def test_ccmcps_end_to_end(hippocampus_nnunet, ccm_checkpoint):
     evaluate. A 40-iteration CPU budget proves the pipeline (every test case predicted with the reference's
     geometry, evaluated by nnU-Net), not accuracy: the real-data Dice floor is test_cps_train_predict_evaluate_2d's,
     accuracy comparisons belong to the benchmarks."""
-    env, raw, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["raw"], hippocampus_nnunet["dataset"]
-    tenv = train_env(env)
+    tenv = train_env(hippocampus_nnunet["env"])
     proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "2d", "0", "-tr", FINETUNE_TRAINER, "-p", SMALL_PLANS,
                 "-device", "cpu"], tenv)
     assert "Initialised" in proc.stdout and ccm_checkpoint in proc.stdout
-    pred = hippocampus_nnunet["root"] / "pred_ccmcps"
-    run([nnunet_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", HIPPO_ID, "-c", "2d", "-f", "0",
-         "-tr", FINETUNE_TRAINER, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
-        tenv)
-    results = os.path.join(env["nnUNet_results"], dataset, f"{FINETUNE_TRAINER}__{SMALL_PLANS}__2d")
-    run([nnunet_bin("nnUNetv2_evaluate_folder"), raw / "labelsTs", pred, "-djfile", raw / "dataset.json", "-pfile",
-         os.path.join(results, "plans.json")], env)
-    summary = json.loads((pred / "summary.json").read_text())
-    references = sorted((raw / "labelsTs").glob("*.nii.gz"))
-    assert sorted(c["reference_file"] for c in summary["metric_per_case"]) == [str(r) for r in references]
-    for reference in references:
-        assert sitk.ReadImage(str(pred / reference.name)).GetSize() == sitk.ReadImage(str(reference)).GetSize()
+    summary = predict_and_evaluate(hippocampus_nnunet, FINETUNE_TRAINER, "2d", "pred_ccmcps")
     print(f"CCMCPS ({FINETUNE_TRAINER}) test Dice: {summary['foreground_mean']['Dice']:.4f}")
 
 

@@ -1,7 +1,6 @@
 """nnUNetTrainerCPS under DDP: 2 ranks, gloo, CPU (nnU-Net's own DDP launcher needs CUDA + nccl, so the trainer
 is built programmatically and wrapped in DistributedDataParallel without device ids, as NNUNET_NOTES.md says)."""
 import os
-import socket
 
 import numpy as np
 import torch
@@ -11,15 +10,11 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from tests.conftest import SMALL_PLANS, train_env
+from tests.helpers import free_port
 
 WORLD = 2
 STEPS = 3
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, env: dict, dataset: str, port: int, out_dir: str) -> None:
@@ -66,7 +61,7 @@ def test_cps_two_ranks_gloo(hippocampus_nnunet, tmp_path):
     env = train_env(hippocampus_nnunet["env"])
     plans = load_json(join(env["nnUNet_preprocessed"], hippocampus_nnunet["dataset"], SMALL_PLANS + ".json"))
     global_batch = plans["configurations"]["2d"]["batch_size"]
-    mp.spawn(_worker, args=(env, hippocampus_nnunet["dataset"], _free_port(), str(tmp_path)), nprocs=WORLD,
+    mp.spawn(_worker, args=(env, hippocampus_nnunet["dataset"], free_port(), str(tmp_path)), nprocs=WORLD,
              join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     assert sum(r["batch_size"] for r in results) == global_batch

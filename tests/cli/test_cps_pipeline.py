@@ -3,9 +3,7 @@
 plan/preprocess (fixture) -> nnUNetv2_train -> nnUNetv2_predict -> nnUNetv2_evaluate_folder, and an interrupted
 training resumed with --c that ends bit-identical to an uninterrupted one.
 """
-import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -14,16 +12,13 @@ import torch
 
 from nnunet_semi import ext_trainer_dir
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
+from tests.helpers import assert_identical, kill_at_epoch, predict_and_evaluate, result_folder
 
 # measured (seed 0, 2 CPU cores): see test_cps_train_predict_evaluate_2d
 DICE_FLOOR = 0.70
 TRAINER_2D = "nnUNetTrainerCPS_20epochs_100its"
 TRAINER_3D = "nnUNetTrainerCPS_2epochs_5its"
 TRAINER_RESUME = "nnUNetTrainerCPS_4epochs_10its"
-
-
-def _result_folder(env: dict, dataset: str, trainer: str, configuration: str) -> Path:
-    return Path(env["nnUNet_results"]) / dataset / f"{trainer}__{SMALL_PLANS}__{configuration}" / "fold_0"
 
 
 def test_ext_trainer_command_appends_to_existing_value():
@@ -34,19 +29,6 @@ def test_ext_trainer_command_appends_to_existing_value():
     shim_dir = Path(ext_trainer_dir())
     assert sorted(p.name for p in shim_dir.glob("*.py")) == ["nnunet_semi_trainers.py"]
     assert not (shim_dir / "__init__.py").exists()
-
-
-def _predict_and_evaluate(hippocampus_nnunet, trainer: str, configuration: str, name: str) -> dict:
-    env, raw = hippocampus_nnunet["env"], hippocampus_nnunet["raw"]
-    pred = hippocampus_nnunet["root"] / name
-    run([nnunet_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", HIPPO_ID, "-c", configuration,
-         "-f", "0", "-tr", trainer, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"],
-        train_env(env))
-    assert len(list(pred.glob("*.nii.gz"))) == len(list((raw / "labelsTs").glob("*.nii.gz"))) == 10
-    plans = _result_folder(env, hippocampus_nnunet["dataset"], trainer, configuration).parent / "plans.json"
-    run([nnunet_bin("nnUNetv2_evaluate_folder"), raw / "labelsTs", pred, "-djfile", raw / "dataset.json",
-         "-pfile", plans], env)
-    return json.loads((pred / "summary.json").read_text())
 
 
 def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
@@ -61,7 +43,7 @@ def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
                 "cpu"], {**train_env(env), "nnUNet_semi_seed": "0"})
     assert "Unlabeled stream: 40 cases, batch size 8 per step (labeled: 8)" in proc.stdout
 
-    folder = _result_folder(env, dataset, TRAINER_2D, "2d")
+    folder = result_folder(env, dataset, TRAINER_2D, "2d")
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == TRAINER_2D and checkpoint["current_epoch"] == 20
     assert {k.split(".")[0] for k in checkpoint["network_weights"]} == {"net_a", "net_b"}
@@ -71,7 +53,7 @@ def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
     # progress.png: nnU-Net's three panels plus ours (one third more height)
     assert plt.imread(folder / "progress.png").shape[:2] == (7200, 3000)
 
-    summary = _predict_and_evaluate(hippocampus_nnunet, TRAINER_2D, "2d", "pred_cps_2d")
+    summary = predict_and_evaluate(hippocampus_nnunet, TRAINER_2D, "2d", "pred_cps_2d")
     dice = summary["foreground_mean"]["Dice"]
     print(f"CPS 2d test Dice: {dice:.4f}, per class {({k: round(v['Dice'], 4) for k, v in summary['mean'].items()})}")
     assert dice > DICE_FLOOR
@@ -83,24 +65,8 @@ def test_cps_3d_fullres_trains_and_predicts(hippocampus_nnunet):
     proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "3d_fullres", "0", "-tr", TRAINER_3D, "-p", SMALL_PLANS,
                 "-device", "cpu"], train_env(env))
     assert "Unlabeled stream: 40 cases, batch size 2 per step (labeled: 2)" in proc.stdout
-    summary = _predict_and_evaluate(hippocampus_nnunet, TRAINER_3D, "3d_fullres", "pred_cps_3d")
-    assert len(summary["metric_per_case"]) == 10
-
-
-def _tensors_equal(a, b, path="") -> None:
-    """Recursively assert bit-identical checkpoint contents (tensors with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"tensor differs at {path}"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), f"keys differ at {path}"
-        for k in a:
-            _tensors_equal(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"length differs at {path}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _tensors_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"value differs at {path}: {a} vs {b}"
+    summary = predict_and_evaluate(hippocampus_nnunet, TRAINER_3D, "3d_fullres", "pred_cps_3d")
+    assert len(summary["metric_per_case"]) == 10  # every test case predicted and evaluated
 
 
 def test_resume_with_c_is_bit_identical(hippocampus_nnunet):
@@ -118,26 +84,17 @@ def test_resume_with_c_is_bit_identical(hippocampus_nnunet):
 
     run(cmd, envs["uninterrupted"])
 
-    proc = subprocess.Popen(cmd, env=envs["interrupted"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.rstrip().endswith("Epoch 2"):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen[-40:])
-    folder_b = _result_folder(envs["interrupted"], dataset, TRAINER_RESUME, "2d")
+    kill_at_epoch(cmd, envs["interrupted"], 2)
+    folder_b = result_folder(envs["interrupted"], dataset, TRAINER_RESUME, "2d")
     assert not (folder_b / "checkpoint_final.pth").exists()
     latest = torch.load(folder_b / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert latest["current_epoch"] == 2
     run(cmd + ["--c"], envs["interrupted"])
 
-    final_a, final_b = (torch.load(_result_folder(envs[n], dataset, TRAINER_RESUME, "2d") / "checkpoint_final.pth",
+    final_a, final_b = (torch.load(result_folder(envs[n], dataset, TRAINER_RESUME, "2d") / "checkpoint_final.pth",
                                    map_location="cpu", weights_only=False) for n in ("uninterrupted", "interrupted"))
-    _tensors_equal(final_a["network_weights"], final_b["network_weights"], "network_weights")
-    _tensors_equal(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
+    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
+    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
     for key in ("train_losses", "val_losses", "cps_losses", "pseudo_label_agreement", "mean_fg_dice"):
         assert final_a["logging"][key] == final_b["logging"][key], key
     assert final_a["current_epoch"] == final_b["current_epoch"] == 4

@@ -5,14 +5,12 @@ nnUNetv2_evaluate_folder (pipeline checks; no accuracy claim at 10 iterations), 
 in epoch 1 and continued with --c, which must end bit-identical (the schedules derive from the epoch counter).
 """
 import math
-import signal
-import subprocess
 
 import pytest
 import torch
 
-from tests.cli.test_cps_pipeline import _predict_and_evaluate, _result_folder, _tensors_equal
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
+from tests.helpers import assert_identical, kill_at_epoch, predict_and_evaluate, result_folder
 
 TRAINER = "nnUNetTrainerDualStreamCL_2epochs_5its"
 CURVES = ("sup_losses", "unsup_losses", "reg_losses", "contrastive_losses", "mdiff_fraction", "source_a_fraction")
@@ -24,7 +22,7 @@ def _train_cmd():
 
 
 def _final_checkpoint(env, dataset):
-    return torch.load(_result_folder(env, dataset, TRAINER, "3d_fullres") / "checkpoint_final.pth",
+    return torch.load(result_folder(env, dataset, TRAINER, "3d_fullres") / "checkpoint_final.pth",
                       map_location="cpu", weights_only=False)
 
 
@@ -53,7 +51,7 @@ def test_dual_stream_3d_trains_predicts_evaluates(hippocampus_nnunet, trained):
     assert all(0.0 <= v <= 1.0 for v in logging["source_a_fraction"] + logging["mdiff_fraction"])
     assert all(v > 0 for v in logging["contrastive_losses"] + logging["unsup_losses"])
 
-    summary = _predict_and_evaluate(hippocampus_nnunet, TRAINER, "3d_fullres", "pred_dual_stream_3d")
+    summary = predict_and_evaluate(hippocampus_nnunet, TRAINER, "3d_fullres", "pred_dual_stream_3d")
     assert len(summary["metric_per_case"]) == 10
     assert math.isfinite(summary["foreground_mean"]["Dice"])
 
@@ -64,20 +62,12 @@ def test_dual_stream_resume_with_c_is_bit_identical(hippocampus_nnunet, trained)
     env_a, _ = trained
     dataset = hippocampus_nnunet["dataset"]
     env_b = {**env_a, "nnUNet_results": str(hippocampus_nnunet["root"] / "res_dual_stream_resumed")}
-    proc = subprocess.Popen(_train_cmd(), env=env_b, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.rstrip().endswith("Epoch 1"):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(seen[-40:])
-    assert not (_result_folder(env_b, dataset, TRAINER, "3d_fullres") / "checkpoint_final.pth").exists()
+    kill_at_epoch(_train_cmd(), env_b, 1)
+    assert not (result_folder(env_b, dataset, TRAINER, "3d_fullres") / "checkpoint_final.pth").exists()
     run(_train_cmd() + ["--c"], env_b)
 
     final_a, final_b = _final_checkpoint(env_a, dataset), _final_checkpoint(env_b, dataset)
-    _tensors_equal(final_a["network_weights"], final_b["network_weights"], "network_weights")
-    _tensors_equal(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
+    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
+    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
     for key in ("train_losses", "val_losses", "mean_fg_dice") + CURVES:
         assert final_a["logging"][key] == final_b["logging"][key], key

@@ -1,17 +1,16 @@
 """IDEAL on real data (Hippocampus, 2d, small plans): dense local contrastive pretraining through
 ``nnunet_semi_pretrain -m ideal``, encoder-only initialisation of nnUNetTrainerIDEAL, then
 nnUNetv2_train -> nnUNetv2_predict -> nnUNetv2_evaluate_folder."""
-import json
 import math
 import os
 
 import pytest
-import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunet_semi.networks.pretrained import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
+from tests.helpers import predict_and_evaluate
 
 PRETRAIN_EPOCHS = 3
 PRETRAIN_ITERS = 8
@@ -62,17 +61,17 @@ def test_ideal_pretraining_writes_a_safe_encoder_checkpoint(ideal_checkpoint):
 
 
 def test_ideal_loads_the_pretrained_encoder_only(hippocampus_nnunet, ideal_checkpoint, monkeypatch):
-    import nnunet_semi.training.ideal as ideal_module
+    import nnunet_semi.training.pretrained_init as init_module
 
     trainer = _trainer(hippocampus_nnunet, monkeypatch)
     assert trainer.pretrained_checkpoint() == ideal_checkpoint  # found by convention
-    real_load, states = ideal_module.load_pretrained_networks, {}
+    real_load, states = init_module.load_pretrained_networks, {}
 
     def load_and_record(network, path, **kwargs):
         states["before"] = {k: v.clone() for k, v in network.state_dict().items()}
         return real_load(network, path, **kwargs)
 
-    monkeypatch.setattr(ideal_module, "load_pretrained_networks", load_and_record)
+    monkeypatch.setattr(init_module, "load_pretrained_networks", load_and_record)
     trainer.initialize()
     before, after = states["before"], trainer.network.state_dict()
     pretrained = torch.load(ideal_checkpoint, map_location="cpu", weights_only=True)["network_weights"]
@@ -95,7 +94,7 @@ def test_ideal_refuses_a_missing_pretraining(hippocampus_nnunet, tmp_path, monke
 def test_ideal_end_to_end(hippocampus_nnunet, ideal_checkpoint):
     """nnUNetv2_train -tr nnUNetTrainerIDEAL_4epochs_10its on real data, then nnU-Net's predict (the fused two
     decoders) and evaluate. A 40-iteration CPU budget proves the pipeline, not accuracy."""
-    env, raw, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["raw"], hippocampus_nnunet["dataset"]
+    env, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"]
     tenv = train_env(env)
     proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "2d", "0", "-tr", TRAINER, "-p", SMALL_PLANS, "-device",
                 "cpu"], tenv)
@@ -104,14 +103,5 @@ def test_ideal_end_to_end(hippocampus_nnunet, ideal_checkpoint):
     final = torch.load(join(results, "fold_0", "checkpoint_final.pth"), map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 4 and len(final["logging"]["cps_losses"]) == 4
     assert {k.split(".")[0] for k in final["network_weights"]} == {"encoder", "decoder_1", "decoder_2"}
-    pred = hippocampus_nnunet["root"] / "pred_ideal"
-    run([nnunet_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", HIPPO_ID, "-c", "2d", "-f", "0",
-         "-tr", TRAINER, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1"], tenv)
-    run([nnunet_bin("nnUNetv2_evaluate_folder"), raw / "labelsTs", pred, "-djfile", raw / "dataset.json", "-pfile",
-         os.path.join(results, "plans.json")], env)
-    summary = json.loads((pred / "summary.json").read_text())
-    references = sorted((raw / "labelsTs").glob("*.nii.gz"))
-    assert sorted(c["reference_file"] for c in summary["metric_per_case"]) == [str(r) for r in references]
-    for reference in references:
-        assert sitk.ReadImage(str(pred / reference.name)).GetSize() == sitk.ReadImage(str(reference)).GetSize()
+    summary = predict_and_evaluate(hippocampus_nnunet, TRAINER, "2d", "pred_ideal")
     print(f"IDEAL ({TRAINER}) test Dice: {summary['foreground_mean']['Dice']:.4f}")

@@ -2,7 +2,6 @@
 and gathered over 2 gloo ranks), the reconstruction loss (eq. 1) and the projection head, each against an
 independent recomputation."""
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import torch.multiprocessing as mp
 from nnunet_semi.losses import InfoNCELoss, info_nce, masked_pair_reconstruction_loss
 from nnunet_semi.networks import ProjectionHead
 from pretraining.masking import complementary_block_masks, default_block_size
+from tests.helpers import free_port
 
 
 # ----------------------------------------------------------------------------------------------- block masks
@@ -147,14 +147,9 @@ def _ddp_worker(rank: int, port: int, out_dir: str):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_info_nce_gathered_over_two_ranks_matches_global_batch(tmp_path):
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     g_a, g_b = (t.clone().requires_grad_(True) for t in _global_batch())

@@ -1,5 +1,4 @@
 """DualNetwork: training returns both outputs, eval returns the softmax-mean ensemble as logits."""
-import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 

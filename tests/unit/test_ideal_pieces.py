@@ -3,7 +3,6 @@ loss (eq. 1) against NumPy loop recomputations (single process and gathered over
 correspondence under crops and flips against a brute-force match of voxel sets, and the two-decoder network (Fig. 2b):
 up-sampling module types, shapes in 2D and 3D, the fused eval output, and encoder-only loading."""
 import math
-import socket
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from nnunet_semi.losses.dense_contrastive import (CropFlip, apply_crop_flip, cro
 from nnunet_semi.networks.dual import fuse_softmax_logits
 from nnunet_semi.networks.pretrained import load_pretrained_networks
 from nnunet_semi.networks.two_decoder import InterpolationUpsampling, build_two_decoder_network
+from tests.helpers import free_port
 
 
 # ------------------------------------------------------------------------------- loss: NumPy loop recomputation
@@ -194,14 +194,9 @@ def _ddp_worker(rank: int, port: int, out_dir: str):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_dense_loss_gathered_over_two_ranks_matches_global_batch(tmp_path):
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     g_q, g_k, g_index = _global_batch()
     g_q.requires_grad_(True)
