@@ -7,14 +7,15 @@
   a valid logit map whose softmax is the mean of the two networks' softmax outputs, so nnU-Net's sliding-window
   averaging, mirroring and export work unchanged.
 """
-from typing import List, Sequence, Union
+from typing import List, Sequence
 
 import torch
 from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
-Output = Union[torch.Tensor, List[torch.Tensor]]
+from nnunet_semi.networks.outputs import Output
+
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -31,6 +32,16 @@ def fuse_softmax_logits(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     log_probs = torch.stack([torch.log_softmax(o, 1) for o in outputs])
     return torch.logsumexp(log_probs, 0) - torch.log(torch.tensor(float(len(outputs)), device=log_probs.device,
                                                                    dtype=log_probs.dtype))
+
+
+def train_or_ensemble(outputs: Sequence[Output], training: bool):
+    """Training: the members' outputs as a tuple. Eval: their softmax-mean ensemble as logits, per deep-supervision
+    scale when the outputs are lists (the contract every multi-branch network here follows)."""
+    if training:
+        return tuple(outputs)
+    if isinstance(outputs[0], (list, tuple)):
+        return [fuse_softmax_logits(scale) for scale in zip(*outputs)]
+    return fuse_softmax_logits(outputs)
 
 
 class DualNetwork(nn.Module):
@@ -50,9 +61,4 @@ class DualNetwork(nn.Module):
             net.decoder.deep_supervision = enabled
 
     def forward(self, x: torch.Tensor):
-        outs = [net(x) for net in self.members]
-        if self.training:
-            return tuple(outs)
-        if isinstance(outs[0], (list, tuple)):
-            return [fuse_softmax_logits(scale) for scale in zip(*outs)]
-        return fuse_softmax_logits(outs)
+        return train_or_ensemble([net(x) for net in self.members], self.training)

@@ -27,7 +27,7 @@ from torch import nn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.networks.dual import fuse_softmax_logits
+from nnunet_semi.networks.dual import train_or_ensemble
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -93,12 +93,7 @@ class TwoDecoderNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor):
         skips = self.encoder(x)
-        outs = [decoder(skips) for decoder in self.decoders]
-        if self.training:
-            return tuple(outs)
-        if isinstance(outs[0], (list, tuple)):
-            return [fuse_softmax_logits(scale) for scale in zip(*outs)]
-        return fuse_softmax_logits(outs)
+        return train_or_ensemble([decoder(skips) for decoder in self.decoders], self.training)
 
 
 def build_two_decoder_network(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
