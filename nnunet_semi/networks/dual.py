@@ -17,7 +17,6 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunet_semi.networks.outputs import Output
 
 
-
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP and/or ``torch.compile`` wrappers."""
     if isinstance(module, DistributedDataParallel):
