@@ -141,7 +141,7 @@ def _slice_index(source: str, data_dir: str, volumes: List[str]) -> Dict[str, Di
 def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_ratio: Optional[float] = None,
                     seed: int = 0, selection: str = "random", spacing: Sequence[float] = DEFAULT_SPACING,
                     dataset_id: int = DEFAULT_ID, output_root: Optional[str] = None, overwrite: bool = False,
-                    patients: Optional[Iterable[str]] = None) -> str:
+                    patients: Optional[Iterable[str]] = None, val_as_test: bool = False) -> str:
     """Convert the SSL4MIS ACDC h5 release into ``<output_root or $nnUNet_raw>/Dataset027_ACDC``.
 
     ``source`` holds ``train.list``, ``val.list``, optionally ``test.list`` and ``data/``. Training patients are the
@@ -160,6 +160,9 @@ def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_rati
     labels as uint8.
 
     ``patients`` (optional) restricts every list to these patient ids (e.g. for quick tests).
+    ``val_as_test``: the ``val.list`` volumes become test cases (imagesTs/labelsTs) and the fold validates on its
+    labeled cases, for releases without ``test.list`` whose validation patients serve as the held-out test set
+    (the benchmarks' ACDC CPU profile).
     Returns the absolute path of the dataset folder.
     """
     source = source_folder(source, "ACDC h5 folder", "Pass the SSL4MIS ACDC folder (the one with train.list, "
@@ -177,7 +180,10 @@ def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_rati
             lists[role] = []
             continue
         lists[role] = read_list(path, f"{role}.list")
-    patient_of = {v: _patient_of(v, os.path.join(source, f"{r}.list")) for r in lists for v in lists[r]}
+    origin = {v: f"{r}.list" for r in lists for v in lists[r]}  # for messages
+    if val_as_test:
+        lists["test"], lists["val"] = lists["test"] + lists["val"], []
+    patient_of = {v: _patient_of(v, os.path.join(source, origin[v])) for r in lists for v in lists[r]}
     pats = {r: list(dict.fromkeys(patient_of[v] for v in lists[r])) for r in lists}  # list order, unique
     check_disjoint(pats, source)
     wanted = _filter(patients, [p for r in pats for p in pats[r]], f"the lists of {source}")
@@ -191,8 +197,8 @@ def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_rati
     for v in lists["val"] + lists["test"]:
         p = os.path.join(data_dir, f"{v}.h5")
         if not os.path.isfile(p):
-            raise ConversionError(f"Volume file missing: {p} (listed in {'val' if v in lists['val'] else 'test'}"
-                                  f".list). Restore it from the SSL4MIS release or remove the entry from the list.")
+            raise ConversionError(f"Volume file missing: {p} (listed in {origin[v]}). Restore it from the SSL4MIS "
+                                  f"release or remove the entry from the list.")
 
     jobs: List[Job] = []
     labeled_ids = sorted(v for v in lists["train"] if patient_of[v] in labeled_pats)
@@ -472,6 +478,9 @@ def acdc_entry(argv: Optional[List[str]] = None) -> None:
     h5.add_argument("-i", dest="source", required=True, help="SSL4MIS ACDC folder (with train.list and data/)")
     h5.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING), metavar=("Z", "Y", "X"),
                     help="voxel spacing in mm in (z, y, x) order; the release stores none (default 10 1.5 1.5)")
+    h5.add_argument("--val-as-test", action="store_true",
+                    help="val.list volumes become the test set (imagesTs/labelsTs); the fold validates on its labeled "
+                         "cases (for copies without test.list)")
     orig = sub.add_parser("original", help="original release (patientXXX/ with Info.cfg, frames, _gt, _4d)")
     orig.add_argument("-i", dest="source", required=True,
                       help="folder of patientXXX/ (or its parent); ACDC/database/training for the 70/10/20 split")
@@ -488,7 +497,8 @@ def acdc_entry(argv: Optional[List[str]] = None) -> None:
     common = dict(labeled_from_args(args), dataset_id=args.dataset_id, output_root=args.output_root,
                   overwrite=args.overwrite, patients=args.patients)
     if args.release == "h5":
-        run_entry(parser.prog, lambda: convert_acdc_h5(args.source, spacing=args.spacing, **common))
+        run_entry(parser.prog, lambda: convert_acdc_h5(args.source, spacing=args.spacing,
+                                                                 val_as_test=args.val_as_test, **common))
     else:
         run_entry(parser.prog, lambda: convert_acdc_original(args.source, num_val=args.val, num_test=args.test,
                                                              split_lists=args.split_lists, include_cine=args.cine,

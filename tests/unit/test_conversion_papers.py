@@ -126,6 +126,20 @@ def test_acdc_h5_layout_split_and_integrity(acdc_h5, capsys):
     _verify(acdc_h5, capsys)
 
 
+def test_acdc_h5_val_as_test(tmp_path, capsys):
+    """Copies without test.list (as ../shared/data): the val.list volumes become the held-out test set."""
+    out = Path(convert_acdc_h5(str(_acdc_h5()), num_labeled=3, selection="list", output_root=str(tmp_path),
+                               patients=H5_SUBSET, val_as_test=True))
+    labeled = [f"{p}_frame0{f}" for p in SSL4MIS_3 for f in (1, 2)]
+    test = [f"{p}_frame0{f}" for p in ("patient028", "patient085") for f in (1, 2)]
+    assert _ids(out / "imagesTr") == sorted(labeled) == _ids(out / "labelsTr", False)
+    assert _ids(out / "imagesTs") == test == _ids(out / "labelsTs", False)
+    assert _splits(out) == [{"train": sorted(labeled), "val": sorted(labeled)}]
+    info = _dj(out)["nnunet_semi"]
+    assert info["test_patients"] == ["patient028", "patient085"] and info["val_patients"] == []
+    _verify(out, capsys)
+
+
 def test_acdc_h5_volume_rebuilt_from_slices_in_order(acdc_h5):
     data = _acdc_h5() / "data"
     img = sitk.ReadImage(str(acdc_h5 / "imagesTr" / "patient050_frame02_0000.nii.gz"))

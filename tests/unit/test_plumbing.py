@@ -27,6 +27,18 @@ def test_shrink_configuration():
         shrink_configuration(CONFIG, 8, 32, None, [32, 48])
 
 
+def test_shrink_configuration_to_a_coarser_spacing():
+    config = {**CONFIG, "spacing": [1.0, 0.7, 0.7], "median_image_size_in_voxels": [40.0, 60.0, 42.0],
+              "data_identifier": "nnUNetPlans_3d_fullres"}
+    low = shrink_configuration(config, 8, 32, None, None, spacing_factor=2.0)
+    assert low["spacing"] == [2.0, 1.4, 1.4] and low["median_image_size_in_voxels"] == [20.0, 30.0, 21.0]
+    assert low["patch_size"] == [24, 32, 24]  # 40 / 2 = 20 -> 24 and 56 / 2 = 28 -> 32 (strides: multiples of 8)
+    assert low["data_identifier"] == "nnUNetPlans_3d_fullres_spacing_x2"  # new data: preprocess for these plans
+    assert shrink_configuration(config, 8, 32, None, None)["data_identifier"] == "nnUNetPlans_3d_fullres"
+    with pytest.raises(ValueError, match="spacing_factor"):
+        shrink_configuration(config, 8, 32, None, None, spacing_factor=-1.0)
+
+
 def test_budget_variants_and_shim():
     from nnunet_semi.training.budgets import CPU_BUDGETS, GPU_EPOCHS
 

@@ -1,0 +1,242 @@
+"""Cost benchmark: seconds per iteration, data-loading share, FLOPs and peak memory of every trainer and pretraining
+method, against nnU-Net's own trainer on the same configuration, plans and labeled batch.
+
+``python -m benchmarks.cost --profile hippocampus-cpu [--methods labeled_only cps ...] [--pretraining ccm ideal]``
+
+Each measurement runs in a fresh process (so peak memory is the method's own): the trainer is built by nnU-Net's
+``get_trainer_from_args`` and set up with its own ``on_train_start`` (loaders, augmentation, network), then
+``--warmup`` iterations are run and ``--iterations`` timed. The labeled and unlabeled loaders are wrapped by a
+stopwatch, so a step's time splits into data loading (single-process augmentation here, i.e. the worst case: with
+nnU-Net's background workers loading overlaps compute) and compute (forward, losses, backward, optimizer step).
+FLOPs of one training step are counted by ``torch.utils.flop_counter.FlopCounterMode`` (forward + backward
+convolutions and matmuls). The FLOP-bound ideal of a method is its FLOP ratio to the labeled-only trainer (a
+dual-network trainer processes 2 networks x (B_l + B_u) samples: ~4x); ``time ratio / FLOP ratio`` close to 1 means
+the method costs what its arithmetic costs, above 1 that it wastes time elsewhere.
+
+Peak memory: resident set size of the process (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
+Results: ``benchmarks/results/<profile>/cost.md`` and ``cost.json``.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from benchmarks.profiles import METHODS, PROFILES, methods_of
+from benchmarks.run import REPO, RESULTS, Runner
+
+
+class Stopwatch:
+    """Wraps an iterator (a data loader) and adds the time spent in ``next`` to ``seconds``."""
+
+    def __init__(self, loader):
+        self.loader, self.seconds = loader, 0.0
+
+    def __next__(self):
+        start = time.perf_counter()
+        item = next(self.loader)
+        self.seconds += time.perf_counter() - start
+        return item
+
+    def __iter__(self):
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def _peak_memory_gb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1024 ** 3
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # kB on Linux
+
+
+def _count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_name: str, device_name: str,
+                    warmup: int, iterations: int) -> dict:
+    import torch
+
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    device = torch.device(device_name)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    trainer = get_trainer_from_args(str(dataset_id), configuration, 0, trainer_name, plans, device=device)
+    trainer.on_train_start()
+    trainer.on_train_epoch_start()
+    trainer.dataloader_train = Stopwatch(trainer.dataloader_train)
+    unlabeled = getattr(trainer, "dataloader_unlabeled", None)
+    if unlabeled is not None:
+        trainer.dataloader_unlabeled = Stopwatch(unlabeled)
+    loaders = [trainer.dataloader_train] + ([trainer.dataloader_unlabeled] if unlabeled is not None else [])
+
+    def step():
+        trainer.train_step(next(trainer.dataloader_train))
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    for loader in loaders:
+        loader.seconds = 0.0
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    total = (time.perf_counter() - start) / iterations
+    load = sum(loader.seconds for loader in loaders) / iterations
+    flops = _count_flops(step)
+    result = {"trainer": trainer_name, "batch_labeled": trainer.batch_size,
+              "batch_unlabeled": getattr(trainer, "unlabeled_batch_size", 0) or 0,
+              "s_per_it": total, "load_s_per_it": load, "compute_s_per_it": total - load, "flops_per_it": flops,
+              "peak_memory_gb": _peak_memory_gb(device),
+              "parameters": sum(p.numel() for p in trainer.network.parameters())}
+    trainer.on_train_end()
+    return result
+
+
+def measure_pretraining(dataset_id: int, configuration: str, plans: str, method: str, device_name: str,
+                        batch_size: int, warmup: int, iterations: int) -> dict:
+    import torch
+
+    from pretraining.cli import create_pretrainer
+
+    device = torch.device(device_name)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    pretrainer = create_pretrainer(method, str(dataset_id), configuration, plans_identifier=plans, device=device,
+                                   num_epochs=1, batch_size=batch_size)
+    pretrainer.model = pretrainer.build_model().to(device)
+    optimizer = torch.optim.Adam(pretrainer.model.parameters(), lr=pretrainer.learning_rate)
+    loader, _ = pretrainer._loader(batch_size)
+    loader = Stopwatch(loader)
+
+    def step():
+        data = next(loader)["data"].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = pretrainer.compute_loss(data)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    loader.seconds = 0.0
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    total = (time.perf_counter() - start) / iterations
+    load = loader.seconds / iterations
+    return {"trainer": f"pretrain -m {method}", "batch_labeled": batch_size, "batch_unlabeled": 0,
+            "s_per_it": total, "load_s_per_it": load, "compute_s_per_it": total - load,
+            "flops_per_it": _count_flops(step), "peak_memory_gb": _peak_memory_gb(device),
+            "parameters": sum(p.numel() for p in pretrainer.model.parameters())}
+
+
+def _worker(args) -> None:
+    if args.pretraining_method:
+        result = measure_pretraining(args.dataset_id, args.configuration, args.plans, args.pretraining_method,
+                                     args.device, args.batch_size, args.warmup, args.iterations)
+    else:
+        result = measure_trainer(args.dataset_id, args.configuration, args.plans, args.trainer, args.device,
+                                 args.warmup, args.iterations)
+    print("COST " + json.dumps(result), flush=True)
+
+
+def table(rows: List[dict], baseline: Optional[dict]) -> str:
+    header = ["method", "trainer / command", "batch (lab + unl)", "s/it", "compute s/it", "loading s/it (share)",
+              "GFLOP/it", "time ratio", "FLOP ratio", "time / FLOP ratio", "peak memory (GB)", "parameters (M)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        if baseline and not r["trainer"].startswith("pretrain"):
+            tr, fr = r["s_per_it"] / baseline["s_per_it"], r["flops_per_it"] / baseline["flops_per_it"]
+            ratios = [f"{tr:.2f}", f"{fr:.2f}", f"{tr / fr:.2f}"]
+        else:
+            ratios = ["—", "—", "—"]
+        lines.append("| " + " | ".join([
+            r["method"], f"`{r['trainer']}`", f"{r['batch_labeled']} + {r['batch_unlabeled']}", f"{r['s_per_it']:.3f}",
+            f"{r['compute_s_per_it']:.3f}", f"{r['load_s_per_it']:.3f} ({100 * r['load_s_per_it'] / r['s_per_it']:.0f}%)",
+            f"{r['flops_per_it'] / 1e9:.1f}", *ratios, f"{r['peak_memory_gb']:.2f}",
+            f"{r['parameters'] / 1e6:.2f}"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES))
+    parser.add_argument("--methods", nargs="+", default=None, help=f"trainers; known: {sorted(METHODS)}")
+    parser.add_argument("--pretraining", nargs="*", default=["ccm", "ideal"], help="pretraining methods to time")
+    parser.add_argument("--pretraining-batch", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--work", default=None)
+    # worker mode (one measurement in this process)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset-id", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--configuration", help=argparse.SUPPRESS)
+    parser.add_argument("--plans", help=argparse.SUPPRESS)
+    parser.add_argument("--trainer", help=argparse.SUPPRESS)
+    parser.add_argument("--pretraining-method", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _worker(args)
+    if not args.profile:
+        parser.error("--profile is required")
+
+    profile = PROFILES[args.profile]
+    work = Path(args.work or REPO / "benchmarks" / "work" / profile.name).resolve()
+    results = RESULTS / profile.name
+    runner = Runner(profile, work, results)
+    runner.prepare()
+    methods = [m for m in methods_of(profile, args.methods) if not m.pretrain]  # same compute as their base
+    base_cmd = [sys.executable, "-m", "benchmarks.cost", "--worker", "--dataset-id", str(profile.dataset_id),
+                "--configuration", profile.configuration, "--plans", profile.plans, "--device", profile.device,
+                "--warmup", str(args.warmup), "--iterations", str(args.iterations)]
+    jobs = [(m.key, base_cmd + ["--trainer", m.trainer]) for m in methods]
+    jobs += [(f"pretrain_{p}", base_cmd + ["--pretraining-method", p, "--batch-size", str(args.pretraining_batch)])
+             for p in args.pretraining]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**runner.seed_env(0), "nnUNet_results": tmp}
+        for key, cmd in jobs:
+            print(f"[{time.strftime('%H:%M:%S')}] cost: {key}", flush=True)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("COST ")]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"cost measurement of {key} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+            rows.append({"method": key, **json.loads(lines[-1][5:])})
+            print(f"    {rows[-1]['s_per_it']:.3f} s/it", flush=True)
+    baseline = next((r for r in rows if r["method"] == "labeled_only"), None)
+    md = table(rows, baseline)
+    (results / "cost.json").write_text(json.dumps({"profile": profile.name, "warmup": args.warmup,
+                                                   "iterations": args.iterations, "rows": rows}, indent=1))
+    (results / "cost.md").write_text(
+        f"# Cost, {profile.name}\n\n{profile.description}\n\nMeasured with `python -m benchmarks.cost --profile "
+        f"{profile.name}` ({args.warmup} warm-up + {args.iterations} timed iterations per method, one fresh process "
+        f"each; pretraining at batch {args.pretraining_batch}). Ratios are against `labeled_only` "
+        f"(nnU-Net's trainer, same plans and labeled batch). Loading = single-process augmentation (worst case).\n\n"
+        f"{md}\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

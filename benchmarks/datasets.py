@@ -1,0 +1,61 @@
+"""The benchmark datasets, written by the project's own converters from ``../shared/data`` (never downloaded).
+
+Each function takes ``(raw_root, dataset_id)`` and returns the dataset folder it wrote (or found complete).
+"""
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("NNUNET_SEMI_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _existing(raw_root: str, dataset_id: int):
+    found = sorted(Path(raw_root).glob(f"Dataset{dataset_id:03d}_*"))
+    return str(found[0]) if found and (found[0] / "dataset.json").is_file() else None
+
+
+def _source(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"benchmark data missing: {path}. Fix: put the shared data beside the repository "
+                                f"(../shared/data) or set NNUNET_SEMI_SHARED_DATA.")
+    return str(path)
+
+
+def hippocampus_5_labeled(raw_root: str, dataset_id: int) -> str:
+    """MSD Hippocampus: 5 labeled training cases (the fold validates on them), 40 labeled test cases, the other 155
+    training images and the 130 MSD imagesTs images unlabeled (split seeded with 0)."""
+    from dataset_conversion.msd import convert_msd_semi
+
+    return _existing(raw_root, dataset_id) or convert_msd_semi(
+        _source(SHARED_DATA / "hippocampus" / "Task04_Hippocampus"), dataset_id, num_labeled=5, num_val=0,
+        num_test=40, num_unlabeled=None, seed=0, output_root=raw_root)
+
+
+def _acdc(raw_root: str, dataset_id: int, num_labeled: int) -> str:
+    from dataset_conversion.acdc import convert_acdc_h5
+
+    # SSL4MIS' own labeled patients (train.list order); the copy has no test.list: its 10 val.list patients are
+    # the held-out test set
+    return _existing(raw_root, dataset_id) or convert_acdc_h5(
+        _source(SHARED_DATA / "acdc_h5"), num_labeled=num_labeled, selection="list", dataset_id=dataset_id,
+        output_root=raw_root, val_as_test=True)
+
+
+def acdc_3_labeled(raw_root: str, dataset_id: int) -> str:
+    return _acdc(raw_root, dataset_id, 3)
+
+
+def acdc_7_labeled(raw_root: str, dataset_id: int) -> str:
+    return _acdc(raw_root, dataset_id, 7)
+
+
+def la_8_labeled(raw_root: str, dataset_id: int) -> str:
+    """Left atrium, UA-MT h5 release (``LA_SOURCE=<folder with train.list / test.list / 2018LA_Seg_Training Set>``):
+    the first 8 of the 80 training cases labeled (UA-MT's choice), the 20 test cases held out."""
+    from dataset_conversion.la import convert_la_h5
+
+    source = os.environ.get("LA_SOURCE")
+    if not source:
+        raise FileNotFoundError("The LA profile needs the UA-MT h5 release: set LA_SOURCE=<its folder>.")
+    return _existing(raw_root, dataset_id) or convert_la_h5(source, num_labeled=8, selection="list",
+                                                            dataset_id=dataset_id, output_root=raw_root)

@@ -1,0 +1,121 @@
+"""Benchmark profiles (dataset, configuration, plans, budget, methods) and the methods they compare.
+
+A *method* is a trainer (the budget suffix is added per profile) plus, optionally, the pretraining commands it needs
+first and extra ``nnUNetv2_train`` arguments. A *profile* fixes everything else, so that every method of a profile
+is trained with the same plans, labeled batch, iterations and seeds, and evaluated on the same held-out test set.
+
+CPU profiles run on the 2-core development machines; GPU profiles are the published comparisons (ACDC with the
+SSL4MIS split at 3 / 7 labeled patients, LA with 8 labeled), on nnU-Net's default plans.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from benchmarks import datasets
+
+
+@dataclass(frozen=True)
+class Method:
+    key: str
+    trainer: str  # base trainer class name; the profile appends its budget suffix
+    paper: str
+    #: pretraining commands run first: (method for ``nnunet_semi_pretrain -m``, extra arguments)
+    pretrain: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    #: extra nnUNetv2_train arguments; ``{pretrained:<method>}`` is replaced by that pretraining's checkpoint
+    train_args: Tuple[str, ...] = ()
+    configurations: Tuple[str, ...] = ("2d", "3d_fullres")
+
+
+METHODS: Dict[str, Method] = {m.key: m for m in (
+    Method("labeled_only", "nnUNetTrainerLabeledOnly", "nnU-Net on the labeled cases only (reference)"),
+    Method("cps", "nnUNetTrainerCPS", "CPS (Chen et al. 2021; CCM paper eq. 4-6)"),
+    Method("ccm_cps", "nnUNetTrainerCCMCPS", "CCM pretraining + CPS (Zhou et al.)", pretrain=(("ccm", ()),)),
+    Method("ideal", "nnUNetTrainerIDEAL", "IDEAL (Basak & Yin)", pretrain=(("ideal", ()),)),
+    Method("dual_stream", "nnUNetTrainerDualStreamCL", "dual-stream 3D contrastive (paper in shared/papers)",
+           configurations=("3d_fullres",)),
+    Method("mean_teacher", "nnUNetTrainerMeanTeacher", "Mean Teacher (Tarvainen & Valpola 2017)"),
+    Method("uamt", "nnUNetTrainerUAMT", "UA-MT (Yu et al. 2019)"),
+    Method("entmin", "nnUNetTrainerEntMin", "entropy minimisation"),
+    Method("urpc", "nnUNetTrainerURPC", "URPC (Luo et al. 2021)"),
+    Method("mcnet", "nnUNetTrainerMCNet", "MC-Net (Wu et al. 2021)"),
+    Method("dtc", "nnUNetTrainerDTC", "DTC (Luo et al. 2021)"),
+    Method("bcp", "nnUNetTrainerBCP", "BCP (Bai et al. 2023)"),
+    Method("pl_contrast", "nnUNetTrainerPLContrast", "pseudo-label local contrastive (Chaitanya et al. 2023)"),
+)}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    device: str
+    dataset_id: int
+    prepare: Callable[[str, int], str]  # (nnUNet_raw, dataset id) -> dataset folder
+    configuration: str
+    plans: str  # plans identifier used for training (derived by ``make_plans`` when set)
+    #: (E, I): nnU-Net trainer variants ``_<E>epochs_<I>its`` (CPU) or E: ``_<E>epochs`` (GPU)
+    budget: str
+    methods: Sequence[str]
+    seeds: Sequence[int] = (0,)
+    make_plans: Optional[dict] = None  # kwargs of nnunet_semi.utils.small_plans.make_small_plans
+    preprocess_plans: bool = False  # the derived plans change the data (e.g. spacing): preprocess with them
+    pretrain_budget: Tuple[str, ...] = ()  # extra nnunet_semi_pretrain arguments (epochs, iterations, batch)
+    labels: Dict[int, str] = field(default_factory=dict)
+    disable_tta: bool = True
+
+
+CPU_METHODS = ("labeled_only", "cps", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
+               "bcp", "pl_contrast")
+
+PROFILES: Dict[str, Profile] = {p.name: p for p in (
+    Profile(
+        "hippocampus-cpu",
+        "MSD Hippocampus (real, ../shared/data): 5 labeled training cases, 40 labeled cases held out as test, the "
+        "other 155 training images + 130 MSD imagesTs as unlabeled; 2d, small plans (8..64 features, batch 8 + 8), "
+        "20 epochs x 50 iterations, no test-time mirroring.",
+        "cpu", 951, datasets.hippocampus_5_labeled, "2d", "nnUNetPlansBench", "_20epochs_50its", CPU_METHODS,
+        seeds=(0,), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"]),
+        pretrain_budget=("--epochs", "5", "--iters-per-epoch", "20", "--batch-size", "16"),
+        labels={1: "anterior", 2: "posterior"}),
+    Profile(
+        "acdc-cpu",
+        "ACDC from ../shared/data/acdc_h5 (SSL4MIS h5): 7 labeled patients (SSL4MIS list order), the other 63 "
+        "training patients unlabeled, the 10 val.list patients (20 volumes) as test; 2d at half resolution "
+        "(in-plane spacing 3.0 mm instead of 1.5 mm), small plans (8..64 features, batch 8 + 8), 20 epochs x 50 "
+        "iterations, no test-time mirroring.",
+        "cpu", 952, datasets.acdc_7_labeled, "2d", "nnUNetPlansBenchLowRes", "_20epochs_50its", CPU_METHODS,
+        seeds=(0,), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
+                                    spacing_factor=2.0),
+        preprocess_plans=True,
+        pretrain_budget=("--epochs", "5", "--iters-per-epoch", "20", "--batch-size", "16"),
+        labels={1: "RV", 2: "Myo", 3: "LV"}),
+    Profile(
+        "acdc3-gpu",
+        "ACDC, SSL4MIS split, 3 labeled patients, nnU-Net's default 2d plans, 1000 epochs (nnU-Net's budget); "
+        "published best mean Dice 89.86 (the target).",
+        "cuda", 27, datasets.acdc_3_labeled, "2d", "nnUNetPlans", "", CPU_METHODS, seeds=(0, 1, 2),
+        labels={1: "RV", 2: "Myo", 3: "LV"}, disable_tta=False),
+    Profile(
+        "acdc7-gpu",
+        "ACDC, SSL4MIS split, 7 labeled patients, nnU-Net's default 2d plans, 1000 epochs; published best mean Dice "
+        "90.85 (the target).",
+        "cuda", 28, datasets.acdc_7_labeled, "2d", "nnUNetPlans", "", CPU_METHODS, seeds=(0, 1, 2),
+        labels={1: "RV", 2: "Myo", 3: "LV"}, disable_tta=False),
+    Profile(
+        "la8-gpu",
+        "Left atrium (UA-MT h5 release, pass LA_SOURCE), 8 labeled of 80, nnU-Net's default 3d_fullres plans, 1000 "
+        "epochs.",
+        "cuda", 29, datasets.la_8_labeled, "3d_fullres", "nnUNetPlans", "",
+        CPU_METHODS + ("dual_stream",), seeds=(0, 1, 2), labels={1: "LA"}, disable_tta=False),
+)}
+
+
+def trainer_name(method: Method, profile: Profile) -> str:
+    return method.trainer + profile.budget
+
+
+def methods_of(profile: Profile, keys: Optional[Sequence[str]] = None) -> List[Method]:
+    keys = list(keys) if keys else list(profile.methods)
+    unknown = [k for k in keys if k not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    return [METHODS[k] for k in keys if profile.configuration in METHODS[k].configurations]
