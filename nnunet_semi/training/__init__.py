@@ -4,13 +4,20 @@
 """
 from nnunet_semi.training.ccm_cps import CCMCPS_VARIANTS, nnUNetTrainerCCMCPS
 from nnunet_semi.training.cps import CPS_VARIANTS, nnUNetTrainerCPS
+from nnunet_semi.training.dtc import DTC_VARIANTS, nnUNetTrainerDTC
 from nnunet_semi.training.dual_stream import DUAL_STREAM_VARIANTS, nnUNetTrainerDualStreamCL
 from nnunet_semi.training.ideal import IDEAL_VARIANTS, nnUNetTrainerIDEAL
+from nnunet_semi.training.mcnet import MCNET_VARIANTS, nnUNetTrainerMCNet
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
+from nnunet_semi.training.urpc import URPC_VARIANTS, nnUNetTrainerURPC
 
 TRAINERS = {"nnUNetTrainerCPS": nnUNetTrainerCPS, **CPS_VARIANTS,
             "nnUNetTrainerCCMCPS": nnUNetTrainerCCMCPS, **CCMCPS_VARIANTS,
             "nnUNetTrainerIDEAL": nnUNetTrainerIDEAL, **IDEAL_VARIANTS,
-            "nnUNetTrainerDualStreamCL": nnUNetTrainerDualStreamCL, **DUAL_STREAM_VARIANTS}
+            "nnUNetTrainerDualStreamCL": nnUNetTrainerDualStreamCL, **DUAL_STREAM_VARIANTS,
+            "nnUNetTrainerURPC": nnUNetTrainerURPC, **URPC_VARIANTS,
+            "nnUNetTrainerMCNet": nnUNetTrainerMCNet, **MCNET_VARIANTS,
+            "nnUNetTrainerDTC": nnUNetTrainerDTC, **DTC_VARIANTS}
 
-__all__ = ["TRAINERS", "nnUNetTrainerCCMCPS", "nnUNetTrainerCPS", "nnUNetTrainerSemiSupervised"]
+__all__ = ["TRAINERS", "nnUNetTrainerCCMCPS", "nnUNetTrainerCPS", "nnUNetTrainerDTC", "nnUNetTrainerMCNet",
+           "nnUNetTrainerSemiSupervised", "nnUNetTrainerURPC"]
