@@ -8,4 +8,5 @@ from nnunet_semi.losses.urpc import uncertainty_rectified_pyramid_consistency, u
 
 __all__ = ["cross_pseudo_supervision", "pseudo_label_agreement", "sigmoid_rampup", "info_nce", "InfoNCELoss",
            "masked_pair_reconstruction_loss", "sharpen", "mutual_consistency",
-           "uncertainty_rectified_pyramid_consistency", "upsample_pyramid", "signed_distance_map", "sdf_to_probability", "dual_task_consistency"]
+           "uncertainty_rectified_pyramid_consistency", "upsample_pyramid", "signed_distance_map", "sdf_to_probability",
+           "dual_task_consistency"]
