@@ -11,8 +11,8 @@ and each decoder's probability map is pulled towards the other decoder's sharpen
 
 Multi-class: the formula is applied to every channel of the softmax output independently, as MC-Net's released
 code does (its ``sharpening`` acts on the whole softmax tensor); the result is then no longer a distribution over
-classes (for two classes it is: ``P_0 = 1 - P_1`` gives ``sPL_0 = 1 - sPL_1``). ``renormalise=True`` divides by the sum over
-classes instead.
+classes (for two classes it is: ``P_0 = 1 - P_1`` gives ``sPL_0 = 1 - sPL_1``). ``renormalise=True`` divides by
+the sum over classes instead.
 
 Equation numbers follow our reading of the published paper (its PDF is not in ``papers/``); the equations are written
 out in full here so that they can be checked without it.
