@@ -10,7 +10,8 @@ Both decoders read the skips of the same encoder.
   deep supervision), from one encoder pass;
 * eval mode (validation, ``nnUNetv2_predict``): ``log(mean_k softmax(out_k))`` per scale
   (:func:`~nnunet_semi.networks.dual.fuse_softmax_logits`): one logits tensor, or one per scale with deep
-  supervision on.
+  supervision on; or, with ``inference_decoder=k`` (1 or 2), decoder k's raw output alone (MC-Net evaluates
+  decoder 1; the other decoder is then not run).
 
 State-dict keys: ``encoder.*``, ``decoder_1.*``, ``decoder_2.*`` (plus the aliases ``decoder_k.encoder.*`` that
 dynamic_network_architectures' decoders keep of their encoder; they are the shared encoder's tensors). Encoder
@@ -75,8 +76,12 @@ def use_interpolation_upsampling(decoder: nn.Module, mode: Optional[str] = None)
 class TwoDecoderNetwork(nn.Module):
     """``encoder`` + ``decoder_1`` + ``decoder_2`` (see the module docstring)."""
 
-    def __init__(self, encoder: nn.Module, decoder_1: nn.Module, decoder_2: nn.Module):
+    def __init__(self, encoder: nn.Module, decoder_1: nn.Module, decoder_2: nn.Module,
+                 inference_decoder: Optional[int] = None):
         super().__init__()
+        if inference_decoder not in (None, 1, 2):
+            raise ValueError(f"inference_decoder must be None (softmax mean of both), 1 or 2, got {inference_decoder}")
+        self.inference_decoder = inference_decoder
         self.encoder = encoder
         self.decoder_1 = decoder_1
         self.decoder_2 = decoder_2
@@ -93,19 +98,23 @@ class TwoDecoderNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor):
         skips = self.encoder(x)
+        if not self.training and self.inference_decoder is not None:
+            return self.decoders[self.inference_decoder - 1](skips)
         return train_or_ensemble([decoder(skips) for decoder in self.decoders], self.training)
 
 
 def build_two_decoder_network(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                               num_input_channels: int, num_output_channels: int,
                               enable_deep_supervision: bool = True,
-                              interpolation_mode: Optional[str] = None
-                              ) -> TwoDecoderNetwork:
+                              interpolation_mode: Optional[str] = None,
+                              inference_decoder: Optional[int] = None) -> TwoDecoderNetwork:
     """The planned network's encoder and decoder (decoder 1) + the decoder of a second, independently initialised
     planned network with interpolation up-sampling (decoder 2). Signature of nnU-Net's
-    ``build_network_architecture``, for a trainer's static method."""
+    ``build_network_architecture``, for a trainer's static method; ``inference_decoder``: see
+    :class:`TwoDecoderNetwork`."""
     first, second = (nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager,
                                                               num_input_channels, num_output_channels,
                                                               enable_deep_supervision) for _ in range(2))
     return TwoDecoderNetwork(first.encoder, first.decoder,
-                             use_interpolation_upsampling(second.decoder, mode=interpolation_mode))
+                             use_interpolation_upsampling(second.decoder, mode=interpolation_mode),
+                             inference_decoder=inference_decoder)

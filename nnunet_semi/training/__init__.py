@@ -5,15 +5,21 @@
 from nnunet_semi.training.baseline import LABELED_ONLY_VARIANTS, nnUNetTrainerLabeledOnly
 from nnunet_semi.training.ccm_cps import CCMCPS_VARIANTS, nnUNetTrainerCCMCPS
 from nnunet_semi.training.cps import CPS_VARIANTS, nnUNetTrainerCPS
+from nnunet_semi.training.dtc import DTC_VARIANTS, nnUNetTrainerDTC
 from nnunet_semi.training.dual_stream import DUAL_STREAM_VARIANTS, nnUNetTrainerDualStreamCL
 from nnunet_semi.training.ideal import IDEAL_VARIANTS, nnUNetTrainerIDEAL
+from nnunet_semi.training.mcnet import MCNET_VARIANTS, nnUNetTrainerMCNet
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
+from nnunet_semi.training.urpc import URPC_VARIANTS, nnUNetTrainerURPC
 
 TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY_VARIANTS,
             "nnUNetTrainerCPS": nnUNetTrainerCPS, **CPS_VARIANTS,
             "nnUNetTrainerCCMCPS": nnUNetTrainerCCMCPS, **CCMCPS_VARIANTS,
             "nnUNetTrainerIDEAL": nnUNetTrainerIDEAL, **IDEAL_VARIANTS,
-            "nnUNetTrainerDualStreamCL": nnUNetTrainerDualStreamCL, **DUAL_STREAM_VARIANTS}
+            "nnUNetTrainerDualStreamCL": nnUNetTrainerDualStreamCL, **DUAL_STREAM_VARIANTS,
+            "nnUNetTrainerURPC": nnUNetTrainerURPC, **URPC_VARIANTS,
+            "nnUNetTrainerMCNet": nnUNetTrainerMCNet, **MCNET_VARIANTS,
+            "nnUNetTrainerDTC": nnUNetTrainerDTC, **DTC_VARIANTS}
 
-__all__ = ["TRAINERS", "nnUNetTrainerCCMCPS", "nnUNetTrainerCPS", "nnUNetTrainerLabeledOnly",
-           "nnUNetTrainerSemiSupervised"]
+# the trainer classes imported above (budget and ablation variants live in their modules, found through TRAINERS)
+__all__ = ["TRAINERS", "nnUNetTrainerSemiSupervised", *sorted(name for name in TRAINERS if "_" not in name)]
