@@ -361,3 +361,66 @@ def test_attach_head_to_a_3d_unet_has_the_paper_layers():
     convs = [m for m in unet.contrastive_head.modules() if isinstance(m, torch.nn.Conv3d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(4, 4, (1, 1, 1)),
                                                                                (4, 16, (1, 1, 1))]
+
+
+# ------------------------------------------------------------------------------- inter mode over 2 gloo ranks
+
+WORLD = 2
+
+
+def _ddp_batch(sizes):
+    """Images whose labels contain every class (so every pair (x, x') is defined), split over ranks by ``sizes``."""
+    g = torch.Generator().manual_seed(11)
+    n = sum(sizes)
+    z = torch.randn(n, 5, 4, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (n, 4, 6), generator=g)
+    labels[:, 0, :3] = torch.tensor([0, 1, 2])
+    anchors = sample_anchor_pixels(labels, 3, 3)
+    return z, labels, anchors
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        results = {}
+        for name, sizes in (("equal", (2, 2)), ("unequal", (2, 1))):
+            torch.manual_seed(0)
+            z, labels, anchors = _ddp_batch(sizes)
+            start, stop = sum(sizes[:rank]), sum(sizes[:rank + 1])
+            local_z = z[start:stop].clone().requires_grad_(True)
+            local_anchors = anchors[(anchors[:, 0] >= start) & (anchors[:, 0] < stop)].clone()
+            local_anchors[:, 0] -= start
+            loss = local_contrastive_loss(local_z, labels[start:stop], 3, anchors=local_anchors, mode="inter",
+                                          gather_distributed=True)
+            loss.backward()
+            results[name] = {"loss": loss.detach(), "grad": local_z.grad}
+        torch.save(results, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_inter_mode_gathers_the_class_means_of_all_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.helpers import free_port
+
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    for name, sizes in (("equal", (2, 2)), ("unequal", (2, 1))):
+        torch.manual_seed(0)
+        z, labels, anchors = _ddp_batch(sizes)
+        z.requires_grad_(True)
+        global_loss = local_contrastive_loss(z, labels, 3, anchors=anchors, mode="inter")
+        global_loss.backward()
+        n = sum(sizes)
+        # each rank: mean over its images' pairs with all n images; together: the single-process sum over pairs
+        total = sum(results[r][name]["loss"].item() * sizes[r] * n for r in range(WORLD))
+        assert total == pytest.approx(global_loss.item() * n * n, rel=1e-10), name
+        if name == "equal":  # then the mean over ranks is the global loss and the gradient WORLD x its rows
+            assert sum(results[r][name]["loss"].item() for r in range(WORLD)) / WORLD == pytest.approx(
+                global_loss.item(), rel=1e-10)
+            for r in range(WORLD):
+                rows = slice(sum(sizes[:r]), sum(sizes[:r + 1]))
+                torch.testing.assert_close(results[r][name]["grad"], WORLD * z.grad[rows], rtol=1e-9, atol=1e-12)
