@@ -10,6 +10,12 @@ IDEAL (dense local contrastive pretraining of the encoder, then the two-decoder 
     nnunet_semi_pretrain -d 27 -c 2d -m ideal
     nnUNetv2_train 27 2d 0 -tr nnUNetTrainerIDEAL
 
+Global + local contrastive pretraining (Chaitanya et al. 2020), then pseudo-label local contrastive joint training
+from it (Chaitanya et al. 2023, Table III "PI.")::
+
+    nnunet_semi_pretrain -d 27 -c 2d -m globallocal
+    nnUNetv2_train 27 2d 0 -tr nnUNetTrainerPLContrastPI
+
 Several GPUs: ``torchrun --nproc_per_node 2 -m pretraining.cli -d 27 -c 2d -m ccm`` (contrastive negatives are
 gathered across ranks; ``--batch-size`` is global).
 """
@@ -20,9 +26,10 @@ import os
 import torch
 
 from pretraining.ccm import CCMPretrainer
+from pretraining.global_local import GlobalLocalPretrainer
 from pretraining.ideal import IDEALPretrainer
 
-PRETRAINERS = {"ccm": CCMPretrainer, "ideal": IDEALPretrainer}
+PRETRAINERS = {"ccm": CCMPretrainer, "ideal": IDEALPretrainer, "globallocal": GlobalLocalPretrainer}
 
 
 def create_pretrainer(method: str, dataset_name_or_id, configuration: str, **kwargs):
@@ -47,14 +54,14 @@ def pretrain_entry():
                         help="iterations per epoch (default: one pass over the images)")
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam learning rate, cosine annealed (default: the method's paper value: ccm 1e-3, "
-                             "ideal 1e-5)")
+                             "ideal 1e-5, globallocal 1e-3)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--c", action="store_true", help="continue an interrupted pretraining")
-    contrastive = parser.add_argument_group("ccm and ideal")
+    contrastive = parser.add_argument_group("ccm, ideal and globallocal")
     contrastive.add_argument("--proj-dim", type=int, default=None,
-                             help="projector output size (default: ccm 1000 (paper), ideal 128)")
+                             help="projector output size (default: ccm 1000 (paper), ideal 128, globallocal 128)")
     contrastive.add_argument("--temperature", type=float, default=None,
-                             help="contrastive temperature (default: ccm 0.07 (paper), ideal 0.1)")
+                             help="contrastive temperature (default: ccm 0.07 (paper), ideal 0.1, globallocal 0.1)")
     ccm = parser.add_argument_group("ccm")
     ccm.add_argument("--block-size", type=int, nargs="+", default=None, help="mask block size per axis")
     ccm.add_argument("--lambda-con", type=float, default=1.0, help="weight of L_con in eq. 3 (paper: 1)")
@@ -66,6 +73,14 @@ def pretrain_entry():
     ideal.add_argument("--global-weight", type=float, default=0.0,
                        help="weight of the global loss (eq. 1) added to the local loss (eq. 2); paper: 0")
     ideal.add_argument("--no-intensity-jitter", action="store_true", help="views differ in geometry only")
+    globallocal = parser.add_argument_group("globallocal")
+    globallocal.add_argument("--global-fraction", type=float, default=0.5,
+                             help="fraction of the epochs for the global stage (encoder); the rest pretrains the "
+                                  "decoder with the local loss, encoder frozen (default: 0.5)")
+    globallocal.add_argument("--region-size", type=int, default=3, help="local region size K per axis (default: 3)")
+    globallocal.add_argument("--local-stage", type=int, default=None,
+                             help="decoder stage of the local loss, 0 = deepest (default: the stage at 1/4 "
+                                  "resolution)")
     args = parser.parse_args()
 
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
@@ -86,6 +101,9 @@ def pretrain_entry():
     elif args.m == "ideal":
         method_kwargs.update(crop_fraction=args.crop_fraction, global_weight=args.global_weight,
                              intensity_jitter=not args.no_intensity_jitter)
+    elif args.m == "globallocal":
+        method_kwargs.update(global_fraction=args.global_fraction, region_size=args.region_size,
+                             local_stage=args.local_stage)
     pretrainer = create_pretrainer(args.m, args.d, args.c, fold=args.f, plans_identifier=args.p, device=device,
                                    num_epochs=args.epochs, batch_size=args.batch_size,
                                    iterations_per_epoch=args.iters_per_epoch,

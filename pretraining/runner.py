@@ -88,6 +88,7 @@ class Pretrainer:
             torch.manual_seed(seed + self.rank)
         self.model: Optional[nn.Module] = None
         self.history: Dict[str, list] = {}
+        self.current_epoch = 0  # the epoch being trained (methods with stages read it in compute_loss)
 
     # ------------------------------------------------------------------ method hooks
     def build_model(self) -> nn.Module:
@@ -110,6 +111,10 @@ class Pretrainer:
 
     def default_batch_size(self) -> int:
         return self.configuration_manager.batch_size
+
+    def build_scheduler(self, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The learning-rate schedule, stepped once per epoch (default: cosine annealing over all epochs)."""
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.num_epochs)
 
     def has_unused_parameters(self) -> bool:
         """True when some parameters get no gradient (ablations): DDP must then look for them."""
@@ -192,7 +197,7 @@ class Pretrainer:
         per_rank_batch = max(1, global_batch // self.world_size)
         self.model = self.build_model().to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.num_epochs)
+        scheduler = self.build_scheduler(optimizer)
         start_epoch = 0
         latest, final = join(self.output_folder, "checkpoint_latest.pth"), join(self.output_folder,
                                                                               "checkpoint_final.pth")
@@ -217,6 +222,7 @@ class Pretrainer:
                   f"{n_images} images, batch {global_batch} ({per_rank_batch} per rank), {iterations} iterations x "
                   f"{self.num_epochs} epochs (from epoch {start_epoch}) -> {self.output_folder}")
         for epoch in range(start_epoch, self.num_epochs):
+            self.current_epoch = epoch
             self.model.train()
             sums: Dict[str, float] = {}
             bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=self.rank != 0)
