@@ -2,15 +2,18 @@
 
 ``TRAINERS`` maps every public trainer name to its class; the nnUNet_extTrainer shim re-exports exactly these.
 """
+from nnunet_semi.training.baseline import LABELED_ONLY_VARIANTS, nnUNetTrainerLabeledOnly
 from nnunet_semi.training.ccm_cps import CCMCPS_VARIANTS, nnUNetTrainerCCMCPS
 from nnunet_semi.training.cps import CPS_VARIANTS, nnUNetTrainerCPS
 from nnunet_semi.training.dual_stream import DUAL_STREAM_VARIANTS, nnUNetTrainerDualStreamCL
 from nnunet_semi.training.ideal import IDEAL_VARIANTS, nnUNetTrainerIDEAL
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
-TRAINERS = {"nnUNetTrainerCPS": nnUNetTrainerCPS, **CPS_VARIANTS,
+TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY_VARIANTS,
+            "nnUNetTrainerCPS": nnUNetTrainerCPS, **CPS_VARIANTS,
             "nnUNetTrainerCCMCPS": nnUNetTrainerCCMCPS, **CCMCPS_VARIANTS,
             "nnUNetTrainerIDEAL": nnUNetTrainerIDEAL, **IDEAL_VARIANTS,
             "nnUNetTrainerDualStreamCL": nnUNetTrainerDualStreamCL, **DUAL_STREAM_VARIANTS}
 
-__all__ = ["TRAINERS", "nnUNetTrainerCCMCPS", "nnUNetTrainerCPS", "nnUNetTrainerSemiSupervised"]
+__all__ = ["TRAINERS", "nnUNetTrainerCCMCPS", "nnUNetTrainerCPS", "nnUNetTrainerLabeledOnly",
+           "nnUNetTrainerSemiSupervised"]
