@@ -9,7 +9,8 @@ One command runs every round::
 * round 0: ``nnUNetv2_train D C F -tr TRAINER -p PLANS`` on the labeled cases (the labeled-only baseline);
 * round r = 1..R:
   1. ``nnUNetv2_predict`` of round r-1's model on ``imagesUnlabeled`` -> pseudo-labels (the paper's E-step; nnU-Net's
-     own inference, test-time mirroring unless ``--disable-tta``, no CRF);
+     own inference, test-time mirroring unless ``--disable-tta``, no CRF; ``--max-unlabeled N``: only the first N
+     cases by name, to bound the cost on a large pool);
   2. a derived raw dataset ``Dataset<first_id + r - 1>_<task>SelfTrainR<r>``: the source's labeled cases plus every
      unlabeled image with its pseudo-label in imagesTr/labelsTr, and a ``splits_final.json`` whose validation folds
      are the source's (real labels only) and whose training folds add all pseudo-labeled cases. It is written to
@@ -94,7 +95,8 @@ class SelfTraining:
     def __init__(self, dataset_name_or_id, configuration: str, fold: str = "0",
                  trainer: str = "nnUNetTrainerLabeledOnly", plans: str = "nnUNetPlans", rounds: int = 1,
                  first_id: Optional[int] = None, device: str = "cuda", num_processes: Optional[int] = None,
-                 disable_tta: bool = False, init_from_previous: bool = False, test: bool = True):
+                 disable_tta: bool = False, init_from_previous: bool = False, test: bool = True,
+                 max_unlabeled: Optional[int] = None):
         for var in (nnUNet_raw, nnUNet_preprocessed, nnUNet_results):
             if not var.is_set():
                 raise SelfTrainingError(f"{var.env_var_name} is not set: export it (see nnU-Net's "
@@ -123,6 +125,10 @@ class SelfTraining:
         except UnlabeledDataError as e:
             raise SelfTrainingError(f"self-training pseudo-labels {join(self.raw, UNLABELED_IMAGES_FOLDER)}: {e}") \
                 from e
+        if max_unlabeled is not None:
+            if max_unlabeled < 1:
+                raise SelfTrainingError(f"--max-unlabeled must be >= 1, got {max_unlabeled}")
+            self.unlabeled = dict(list(self.unlabeled.items())[:max_unlabeled])  # the first cases by name
         labeled = get_filenames_of_train_images_and_targets(self.raw, self.dataset_json)
         self.labeled = {str(k): v for k, v in labeled.items()}  # nnU-Net's keys are numpy strings
         clash = sorted(set(self.unlabeled) & set(self.labeled))
@@ -137,7 +143,8 @@ class SelfTraining:
     # ------------------------------------------------------------------ checks
     def _origin(self, round_index: int) -> dict:
         return {"source": self.source, "round": round_index, "configuration": self.configuration,
-                "fold": self.fold, "trainer": self.trainer, "plans": self.plans}
+                "fold": self.fold, "trainer": self.trainer, "plans": self.plans,
+                "unlabeled_cases": sorted(self.unlabeled)}
 
     def _check_ids(self) -> None:
         for r, name in enumerate(self.names[1:], start=1):
@@ -363,10 +370,12 @@ def self_training_entry(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--init-from-previous", action="store_true",
                         help="start each round from the previous round's weights (-pretrained_weights)")
     parser.add_argument("--no-test", action="store_true", help="skip the imagesTs/labelsTs evaluation")
+    parser.add_argument("--max-unlabeled", type=int, default=None,
+                        help="pseudo-label only the first N unlabeled cases by name (default: all)")
     args = parser.parse_args(argv)
     try:
         SelfTraining(args.d, args.c, args.f, args.tr, args.p, args.rounds, args.first_id, args.device, args.np,
-                     args.disable_tta, args.init_from_previous, not args.no_test).run()
+                     args.disable_tta, args.init_from_previous, not args.no_test, args.max_unlabeled).run()
     except SelfTrainingError as e:
         sys.exit(f"Error: {e}")
 

@@ -12,13 +12,15 @@ import pytest
 from tests.conftest import HIPPO_ID, SMALL_PLANS, run, train_env
 
 TRAINER = "nnUNetTrainerLabeledOnly_2epochs_5its"
+MAX_UNLABELED = 4  # of the fixture's 40 unlabeled images: nnU-Net's prediction dominates the CPU cost
 
 
 @pytest.fixture(scope="module")
 def self_training_run(hippocampus_nnunet):
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "0"}
     proc = run([sys.executable, "-m", "nnunet_semi.self_training", "-d", HIPPO_ID, "-c", "2d", "-f", "0", "-tr",
-                TRAINER, "-p", SMALL_PLANS, "--rounds", "1", "-device", "cpu", "-np", "1", "--disable-tta"], env)
+                TRAINER, "-p", SMALL_PLANS, "--rounds", "1", "-device", "cpu", "-np", "1", "--disable-tta",
+                "--max-unlabeled", MAX_UNLABELED], env)
     return proc
 
 
@@ -37,9 +39,10 @@ def test_self_training_one_round(hippocampus_nnunet, self_training_run):
 
     # the derived raw dataset: every labeled case unchanged, every unlabeled image with a pseudo-label of its geometry
     draw = raw_root / derived
-    unlabeled = sorted(p.name[:-len("_0000.nii.gz")] for p in (source_raw / "imagesUnlabeled").glob("*.nii.gz"))
+    pool = sorted(p.name[:-len("_0000.nii.gz")] for p in (source_raw / "imagesUnlabeled").glob("*.nii.gz"))
     labeled = sorted(p.name[:-len(".nii.gz")] for p in (source_raw / "labelsTr").glob("*.nii.gz"))
-    assert len(unlabeled) == 40 and len(labeled) == 13
+    assert len(pool) == 40 and len(labeled) == 13
+    unlabeled = pool[:MAX_UNLABELED]  # --max-unlabeled: the first cases by name, the others are not used
     assert sorted(p.name[:-len(".nii.gz")] for p in (draw / "labelsTr").glob("*.nii.gz")) == sorted(labeled +
                                                                                                      unlabeled)
     for case in labeled:
@@ -61,10 +64,10 @@ def test_self_training_one_round(hippocampus_nnunet, self_training_run):
         foreground += int(values.max() > 0)
     print(f"pseudo-labels with foreground: {foreground}/{len(unlabeled)}")
     dataset_json = json.loads((draw / "dataset.json").read_text())
-    assert dataset_json["numTraining"] == 53
+    assert dataset_json["numTraining"] == 13 + MAX_UNLABELED
     marker = json.loads((draw / "self_training.json").read_text())
     assert marker == {"source": source, "round": 1, "configuration": "2d", "fold": "0", "trainer": TRAINER,
-                      "plans": SMALL_PLANS}
+                      "plans": SMALL_PLANS, "unlabeled_cases": unlabeled}
 
     # splits: validation = the source's (real labels only), training = the source's + every pseudo-labeled case
     source_splits = json.loads((pre_root / source / "splits_final.json").read_text())
@@ -79,7 +82,7 @@ def test_self_training_one_round(hippocampus_nnunet, self_training_run):
     assert plans["dataset_name"] == derived
     assert plans["configurations"] == source_plans["configurations"]
     data_identifier = plans["configurations"]["2d"]["data_identifier"]
-    assert len(list((pre_root / derived / data_identifier).glob("*.pkl"))) == 53
+    assert len(list((pre_root / derived / data_identifier).glob("*.pkl"))) == 13 + MAX_UNLABELED
 
     # both rounds trained, validated by nnU-Net and evaluated on the test set
     summary_path = res_root / source / f"SelfTraining__{TRAINER}__{SMALL_PLANS}__2d" / "fold_0" / "summary.json"
@@ -104,6 +107,6 @@ def test_self_training_rerun_reuses_everything(hippocampus_nnunet, self_training
     """Re-running the finished command redoes nothing (no training, prediction or preprocessing)."""
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "0"}
     proc = run([sys.executable, "-m", "nnunet_semi.self_training", "-d", HIPPO_ID, "-c", "2d", "-f", "0", "-tr",
-                TRAINER, "-p", SMALL_PLANS, "--rounds", "1", "-device", "cpu"], env)
+                TRAINER, "-p", SMALL_PLANS, "--rounds", "1", "-device", "cpu", "--max-unlabeled", MAX_UNLABELED], env)
     assert "$ nnUNetv2_" not in proc.stdout
     assert proc.stdout.count("exists, reused") == 4  # 2 models, 1 raw + 1 preprocessed dataset

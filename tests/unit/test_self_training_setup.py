@@ -57,7 +57,8 @@ def test_dataset_id_collision(tree):
     with pytest.raises(SelfTrainingError, match="taken by Dataset200_ToySelfTrainR1"):
         SelfTraining(123, "2d", plans="P", first_id=200)
     (mine / "self_training.json").write_text(json.dumps({"source": SOURCE, "round": 1, "configuration": "2d",
-                                                         "fold": "0", "trainer": "OtherTrainer", "plans": "P"}))
+                                                         "fold": "0", "trainer": "OtherTrainer", "plans": "P",
+                                                         "unlabeled_cases": ["u"]}))
     with pytest.raises(SelfTrainingError, match="made by another self-training run"):
         SelfTraining(123, "2d", plans="P", first_id=200)
     SelfTraining(123, "2d", trainer="OtherTrainer", plans="P", first_id=200)  # the same run: resumed
@@ -85,3 +86,12 @@ def test_entry_point_reports_errors_without_traceback(tree, capsys):
     with pytest.raises(SystemExit) as exit_info:
         self_training_entry(["-d", "123", "-c", "2d", "-p", "Missing"])
     assert "Error:" in str(exit_info.value) and "Missing.json does not exist" in str(exit_info.value)
+
+
+def test_max_unlabeled_takes_the_first_cases(tree):
+    for case in ("c", "v"):
+        (tree["nnUNet_raw"] / SOURCE / "imagesUnlabeled" / f"{case}_0000.nii.gz").touch()
+    assert sorted(SelfTraining(123, "2d", plans="P", max_unlabeled=2).unlabeled) == ["c", "u"]
+    assert sorted(SelfTraining(123, "2d", plans="P").unlabeled) == ["c", "u", "v"]
+    with pytest.raises(SelfTrainingError, match="--max-unlabeled must be >= 1"):
+        SelfTraining(123, "2d", plans="P", max_unlabeled=0)
