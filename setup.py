@@ -36,6 +36,7 @@ setup(
             "nnunet_semi_metrics=dataset_conversion.metrics:metrics_entry",
             "nnunet_semi_demo=nnunet_semi.demo:demo_entry",
             "nnunet_semi_pretrain=pretraining.cli:pretrain_entry",
+            "nnunet_semi_self_training=nnunet_semi.self_training:self_training_entry",
         ]
     },
 )

@@ -16,6 +16,12 @@ from it (Chaitanya et al. 2023, Table III "PI.")::
     nnunet_semi_pretrain -d 27 -c 2d -m globallocal
     nnUNetv2_train 27 2d 0 -tr nnUNetTrainerPLContrastPI
 
+Models Genesis (restoration of transformed patches; fine-tune with nnU-Net's own -pretrained_weights)::
+
+    nnunet_semi_pretrain -d 27 -c 3d_fullres -m genesis
+    nnUNetv2_train 27 3d_fullres 0 -pretrained_weights \\
+        $nnUNet_results/<dataset>/GenesisPretrain__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth
+
 Several GPUs: ``torchrun --nproc_per_node 2 -m pretraining.cli -d 27 -c 2d -m ccm`` (contrastive negatives are
 gathered across ranks; ``--batch-size`` is global).
 """
@@ -26,10 +32,12 @@ import os
 import torch
 
 from pretraining.ccm import CCMPretrainer
+from pretraining.genesis import GenesisPretrainer
 from pretraining.global_local import GlobalLocalPretrainer
 from pretraining.ideal import IDEALPretrainer
 
-PRETRAINERS = {"ccm": CCMPretrainer, "ideal": IDEALPretrainer, "globallocal": GlobalLocalPretrainer}
+PRETRAINERS = {"ccm": CCMPretrainer, "genesis": GenesisPretrainer, "globallocal": GlobalLocalPretrainer,
+               "ideal": IDEALPretrainer}
 
 
 def create_pretrainer(method: str, dataset_name_or_id, configuration: str, **kwargs):
@@ -49,12 +57,12 @@ def pretrain_entry():
     parser.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--epochs", type=int, default=400, help="epochs (default: 400, CCM's paper value)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="global batch (default: ccm 40 in 2D, plans in 3D; ideal: the plans')")
+                        help="global batch (default: ccm 40 in 2D, plans in 3D; ideal, genesis: the plans')")
     parser.add_argument("--iters-per-epoch", type=int, default=None,
                         help="iterations per epoch (default: one pass over the images)")
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam learning rate, cosine annealed (default: the method's paper value: ccm 1e-3, "
-                             "ideal 1e-5, globallocal 1e-3)")
+                             "ideal 1e-5, globallocal 1e-3; genesis 1e-3, the runner's default)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--c", action="store_true", help="continue an interrupted pretraining")
     contrastive = parser.add_argument_group("ccm, ideal and globallocal")
@@ -81,6 +89,18 @@ def pretrain_entry():
     globallocal.add_argument("--local-stage", type=int, default=None,
                              help="decoder stage of the local loss, 0 = deepest (default: the stage at 1/4 "
                                   "resolution)")
+    genesis = parser.add_argument_group("genesis (paper probabilities by default)")
+    genesis.add_argument("--nonlinear-p", type=float, default=0.9, help="non-linear transformation probability")
+    genesis.add_argument("--local-shuffle-p", type=float, default=0.5, help="local pixel shuffling probability")
+    genesis.add_argument("--paint-p", type=float, default=0.9, help="in-/out-painting probability")
+    genesis.add_argument("--outpaint-p", type=float, default=0.8,
+                         help="share of out-painting among painted patches (the rest: in-painting)")
+    genesis.add_argument("--flip-p", type=float, default=0.4, help="flip augmentation probability per step")
+    genesis.add_argument("--shuffle-blocks", type=int, default=10000, help="local shuffling windows per patch")
+    genesis.add_argument("--no-nonlinear", action="store_true", help="ablation: without the non-linear mapping")
+    genesis.add_argument("--no-local-shuffle", action="store_true", help="ablation: without local shuffling")
+    genesis.add_argument("--no-inpaint", action="store_true", help="ablation: out-painting only")
+    genesis.add_argument("--no-outpaint", action="store_true", help="ablation: in-painting only")
     args = parser.parse_args()
 
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
@@ -104,6 +124,13 @@ def pretrain_entry():
     elif args.m == "globallocal":
         method_kwargs.update(global_fraction=args.global_fraction, region_size=args.region_size,
                              local_stage=args.local_stage)
+    elif args.m == "genesis":
+        outpaint = 1.0 if args.no_inpaint else 0.0 if args.no_outpaint else args.outpaint_p
+        method_kwargs.update(nonlinear_probability=0.0 if args.no_nonlinear else args.nonlinear_p,
+                             local_shuffle_probability=0.0 if args.no_local_shuffle else args.local_shuffle_p,
+                             paint_probability=0.0 if args.no_inpaint and args.no_outpaint else args.paint_p,
+                             outpaint_probability=outpaint, flip_probability=args.flip_p,
+                             num_blocks=args.shuffle_blocks)
     pretrainer = create_pretrainer(args.m, args.d, args.c, fold=args.f, plans_identifier=args.p, device=device,
                                    num_epochs=args.epochs, batch_size=args.batch_size,
                                    iterations_per_epoch=args.iters_per_epoch,

@@ -36,3 +36,11 @@ def masked_pair_reconstruction_loss(x: torch.Tensor, rec_a: torch.Tensor, rec_b:
     if reduction == "mean":
         per_image = per_image / x[0].numel()
     return per_image.sum() / (2 * x.shape[0])
+
+
+def restoration_loss(restored: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Models Genesis' restoration loss (Zhou et al., MedIA 2021, Sec. 2.1): the mean squared error between the
+    network's restoration of the transformed patch and the original patch, over all voxels, channels and images."""
+    if restored.shape != original.shape:
+        raise ValueError(f"restoration {tuple(restored.shape)} must match the original {tuple(original.shape)}")
+    return ((restored - original) ** 2).mean()

@@ -1,0 +1,97 @@
+"""Models Genesis: self-supervised restoration pretraining (Zhou et al., "Models Genesis", MedIA 2021, Sec. 2.1).
+
+The planned nnU-Net network (one output channel per input channel) restores the original patch from a transformed
+version (non-linear intensity transformation, local pixel shuffling, in-/out-painting; the functions and their
+numbers are documented in :mod:`pretraining.genesis_transforms`) by minimising the MSE restoration loss
+(:func:`nnunet_semi.losses.reconstruction.restoration_loss`). The whole encoder-decoder is pretrained; fine-tuning
+starts from every tensor but the segmentation heads::
+
+    nnunet_semi_pretrain -d 27 -c 3d_fullres -m genesis
+    nnUNetv2_train 27 3d_fullres 0 -pretrained_weights \\
+        $nnUNet_results/Dataset027_X/GenesisPretrain__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth
+
+(nnU-Net's own loader copies every key except ``.seg_layers.``; ``network_weights`` are the plain planned
+network's state_dict, so the keys match ``nnUNetTrainer``'s network.)
+
+Paper defaults: transformation probabilities 0.9 (non-linear), 0.5 (local shuffling, 10000 windows of at most 1/10
+of the patch per axis), 0.9 (painting: out-painting 0.8, in-painting 0.2), flips p = 0.4; ablations as switches
+(``--no-nonlinear``, ``--no-local-shuffle``, ``--no-inpaint``, ``--no-outpaint``; output folder suffixes
+``_noNL`` etc.). Where our setting differs from the paper's:
+
+* intensities: the paper's patches are in [0, 1] (CT clipped to [-1000, 1000] HU); nnU-Net's are normalised
+  (z-score / CT percentile window). Each patch channel is min-max scaled to [0, 1], transformed, and scaled back
+  (:func:`pretraining.genesis_transforms.genesis_pair`); the target is the untransformed patch in nnU-Net's
+  normalisation and the network output is linear (the paper: sigmoid on [0, 1]);
+* network: nnU-Net's planned U-Net (2D or 3D) instead of the paper's 3D U-Net; patches of the plans' patch size
+  sampled by nnU-Net's loader from the fold's training images and imagesUnlabeled (the paper: 64 x 64 x 32 cubes
+  from LUNA16);
+* optimiser: the runner's Adam with cosine annealing, lr 1e-3 (the authors' code: SGD lr 1 with plateau decay
+  and early stopping after 10000 epochs at most); default 400 epochs, one pass over the images per epoch;
+* batch: the plans' batch size (the paper: 6 cubes for the PyTorch release, 8 in Keras).
+"""
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnunet_semi.losses.reconstruction import restoration_loss
+from pretraining.genesis_transforms import genesis_pair
+from pretraining.runner import Pretrainer
+
+
+class GenesisPretrainer(Pretrainer):
+    method_name = "Genesis"
+
+    def __init__(self, *args, nonlinear_probability: float = 0.9, local_shuffle_probability: float = 0.5,
+                 paint_probability: float = 0.9, outpaint_probability: float = 0.8, flip_probability: float = 0.4,
+                 num_blocks: int = 10000, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, p in (("nonlinear_probability", nonlinear_probability), ("paint_probability", paint_probability),
+                        ("local_shuffle_probability", local_shuffle_probability),
+                        ("outpaint_probability", outpaint_probability), ("flip_probability", flip_probability)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        self.nonlinear_probability = nonlinear_probability
+        self.local_shuffle_probability = local_shuffle_probability
+        self.paint_probability = paint_probability
+        self.outpaint_probability = outpaint_probability
+        self.flip_probability = flip_probability
+        self.num_blocks = num_blocks
+
+    def hyperparameters(self) -> dict:
+        return {"nonlinear_probability": self.nonlinear_probability,
+                "local_shuffle_probability": self.local_shuffle_probability,
+                "paint_probability": self.paint_probability, "outpaint_probability": self.outpaint_probability,
+                "flip_probability": self.flip_probability, "num_blocks": self.num_blocks}
+
+    def variant_suffix(self) -> str:
+        """Ablations (paper Sec. 4 / Table 2: one transformation left out) get their own output folder."""
+        suffix = "" if self.nonlinear_probability else "_noNL"
+        suffix += "" if self.local_shuffle_probability else "_noLS"
+        if self.paint_probability == 0:
+            suffix += "_noPaint"
+        elif self.outpaint_probability == 1:
+            suffix += "_noIn"
+        elif self.outpaint_probability == 0:
+            suffix += "_noOut"
+        return suffix
+
+    def build_model(self) -> nn.Module:
+        return self.build_planned_network(self.num_input_channels)
+
+    def transform_batch(self, data: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(transformed inputs, restoration targets) for a batch ``(B, C, *spatial)``, on ``data``'s device."""
+        pairs = [genesis_pair(x, np.random, self.nonlinear_probability, self.local_shuffle_probability,
+                              self.paint_probability, self.outpaint_probability, self.flip_probability,
+                              self.num_blocks) for x in data.detach().cpu().numpy()]
+        inputs = torch.from_numpy(np.stack([p[0] for p in pairs])).to(data.device)
+        targets = torch.from_numpy(np.stack([p[1] for p in pairs])).to(data.device)
+        return inputs, targets
+
+    def compute_loss(self, data: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        inputs, targets = self.transform_batch(data)
+        loss = restoration_loss(self.model(inputs), targets)
+        return loss, {"L_rec": loss.item()}
