@@ -10,6 +10,13 @@ IDEAL (dense local contrastive pretraining of the encoder, then the two-decoder 
     nnunet_semi_pretrain -d 27 -c 2d -m ideal
     nnUNetv2_train 27 2d 0 -tr nnUNetTrainerIDEAL
 
+MMGL (stage 1: multi-scale multi-view global contrastive, stage 2: multi-scale local supervised contrastive, stage 3:
+deeply supervised fine-tuning); SimCLR ("Global" baseline) is ``-m simclr``::
+
+    nnunet_semi_pretrain -d 27 -c 2d -m mmgl_global
+    nnunet_semi_pretrain -d 27 -c 2d -m mmgl_local
+    nnUNetv2_train 27 2d 0 -tr nnUNetTrainerMMGL
+
 Several GPUs: ``torchrun --nproc_per_node 2 -m pretraining.cli -d 27 -c 2d -m ccm`` (contrastive negatives are
 gathered across ranks; ``--batch-size`` is global).
 """
@@ -21,8 +28,10 @@ import torch
 
 from pretraining.ccm import CCMPretrainer
 from pretraining.ideal import IDEALPretrainer
+from pretraining.mmgl import MMGLGlobalPretrainer, MMGLLocalPretrainer, SimCLRPretrainer
 
-PRETRAINERS = {"ccm": CCMPretrainer, "ideal": IDEALPretrainer}
+PRETRAINERS = {"ccm": CCMPretrainer, "ideal": IDEALPretrainer, "mmgl_global": MMGLGlobalPretrainer,
+               "mmgl_local": MMGLLocalPretrainer, "simclr": SimCLRPretrainer}
 
 
 def create_pretrainer(method: str, dataset_name_or_id, configuration: str, **kwargs):
@@ -47,14 +56,14 @@ def pretrain_entry():
                         help="iterations per epoch (default: one pass over the images)")
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam learning rate, cosine annealed (default: the method's paper value: ccm 1e-3, "
-                             "ideal 1e-5)")
+                             "ideal 1e-5; mmgl_*/simclr: 1e-3, not given in the paper)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--c", action="store_true", help="continue an interrupted pretraining")
-    contrastive = parser.add_argument_group("ccm and ideal")
+    contrastive = parser.add_argument_group("ccm, ideal, mmgl_*, simclr")
     contrastive.add_argument("--proj-dim", type=int, default=None,
-                             help="projector output size (default: ccm 1000 (paper), ideal 128)")
+                             help="projector output size (default: ccm 1000 (paper), ideal 128, mmgl_*/simclr 128)")
     contrastive.add_argument("--temperature", type=float, default=None,
-                             help="contrastive temperature (default: ccm 0.07 (paper), ideal 0.1)")
+                             help="contrastive temperature (default: ccm 0.07 (paper), ideal 0.1, mmgl_*/simclr 0.07)")
     ccm = parser.add_argument_group("ccm")
     ccm.add_argument("--block-size", type=int, nargs="+", default=None, help="mask block size per axis")
     ccm.add_argument("--lambda-con", type=float, default=1.0, help="weight of L_con in eq. 3 (paper: 1)")
@@ -66,6 +75,17 @@ def pretrain_entry():
     ideal.add_argument("--global-weight", type=float, default=0.0,
                        help="weight of the global loss (eq. 1) added to the local loss (eq. 2); paper: 0")
     ideal.add_argument("--no-intensity-jitter", action="store_true", help="views differ in geometry only")
+    mmgl = parser.add_argument_group("mmgl_global and mmgl_local")
+    mmgl.add_argument("--scale-weights", type=float, nargs="+", default=None,
+                      help="lambda per scale on the last encoder (global) / decoder (local) stages, lowest resolution "
+                           "first (paper: 0.2 0.2 0.6)")
+    mmgl.add_argument("--no-multi-view", action="store_true",
+                      help="ablation: transaxial slices only (output folder suffix _noMV)")
+    mmgl.add_argument("--no-global", action="store_true",
+                      help="mmgl_local ablation: random encoder instead of stage 1's (suffix _noMG)")
+    mmgl.add_argument("--init-from", default=None,
+                      help="mmgl_local: stage-1 checkpoint (default: the mmgl_global run of the same plans/fold)")
+    mmgl.add_argument("--local-stride", type=int, default=4, help="mmgl_local feature sub-sampling (paper: 4)")
     args = parser.parse_args()
 
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
@@ -86,6 +106,13 @@ def pretrain_entry():
     elif args.m == "ideal":
         method_kwargs.update(crop_fraction=args.crop_fraction, global_weight=args.global_weight,
                              intensity_jitter=not args.no_intensity_jitter)
+    elif args.m in ("mmgl_global", "mmgl_local"):
+        method_kwargs.update(multi_view=not args.no_multi_view)
+        if args.scale_weights:
+            method_kwargs.update(scale_weights=args.scale_weights)
+        if args.m == "mmgl_local":
+            method_kwargs.update(use_global=not args.no_global, init_checkpoint=args.init_from,
+                                 stride=args.local_stride)
     pretrainer = create_pretrainer(args.m, args.d, args.c, fold=args.f, plans_identifier=args.p, device=device,
                                    num_epochs=args.epochs, batch_size=args.batch_size,
                                    iterations_per_epoch=args.iters_per_epoch,

@@ -38,3 +38,22 @@ class ProjectionHead(nn.Module):
                              f"{tuple(feature_map.shape)}")
         pooled = feature_map.flatten(2).mean(-1)  # adaptive average pooling to 1 voxel, any number of dims
         return self.mlp(pooled)
+
+
+class LocalProjectionHead(nn.Module):
+    """Dense projection head of MMGL's local contrastive learning (``papers/mmgl-multiscale-multiview-contrastive.md``,
+    Sec. 4.1: "one project head on top of each decoder block consisting of two 1 x 1 convolutional layers"):
+    ``Conv1x1(in, hidden) -> ReLU -> Conv1x1(hidden, out)``, 2D or 3D (``conv_op``)."""
+
+    def __init__(self, in_channels: int, out_dim: int = 128, hidden_dim: Optional[int] = None,
+                 conv_op=nn.Conv2d):
+        super().__init__()
+        hidden_dim = in_channels if hidden_dim is None else hidden_dim
+        for name, value in (("in_channels", in_channels), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        self.net = nn.Sequential(conv_op(in_channels, hidden_dim, kernel_size=1), nn.ReLU(inplace=True),
+                                 conv_op(hidden_dim, out_dim, kernel_size=1))
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        return self.net(feature_map)
