@@ -89,8 +89,9 @@ class MultiViewDataset(nnUNetBaseDataset):
         properties = dict(properties)
         if view != "transaxial":
             properties["class_locations"] = {}
-        result = (reslice(np.asarray(data), view, spacing, self.target_in_plane_spacing),
-                  reslice(np.asarray(seg), view, spacing, self.target_in_plane_spacing, is_seg=True), None,
+        data, seg = np.asarray(data[:]), np.asarray(seg[:])  # [:] reads blosc2 arrays into memory
+        result = (reslice(data, view, spacing, self.target_in_plane_spacing),
+                  reslice(seg, view, spacing, self.target_in_plane_spacing, is_seg=True), None,
                   properties)
         self._cache[identifier] = result
         if len(self._cache) > self.cache_size:

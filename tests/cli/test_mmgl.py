@@ -151,3 +151,26 @@ def test_mmgl_resume_with_c_is_bit_identical(hippocampus_nnunet, stage2, trained
     assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
     for key in ("train_losses", "val_losses", "mean_fg_dice", "dice_loss_full_res"):
         assert final_a["logging"][key] == final_b["logging"][key], key
+
+
+def test_simclr_is_stage1_on_the_last_stage_and_main_view(hippocampus_nnunet, monkeypatch):
+    """``-m simclr`` (the paper's "Global" baseline) = the stage-1 loss on the last encoder stage, transaxial only."""
+    _set_paths(hippocampus_nnunet, monkeypatch)
+    from nnunet_semi.data.multiview import MultiViewDataset
+    from pretraining.cli import PRETRAINERS
+    from pretraining.mmgl import MMGLGlobalPretrainer, SimCLRPretrainer
+
+    assert PRETRAINERS["simclr"] is SimCLRPretrainer and issubclass(SimCLRPretrainer, MMGLGlobalPretrainer)
+    simclr = SimCLRPretrainer(HIPPO_ID, "2d", plans_identifier=SMALL_PLANS, seed=0)
+    assert simclr.stages == [3] and simclr.scale_weights == (1.0,) and simclr.views == ("transaxial",)
+    assert f"SimCLRPretrain__{SMALL_PLANS}__2d" in simclr.output_folder
+    assert not isinstance(simclr.build_dataset(), MultiViewDataset)
+    simclr.model = simclr.build_model()
+    assert len(simclr.model.heads) == 1
+    loss, terms = simclr.compute_loss(torch.randn(4, 1, *simclr.configuration_manager.patch_size))
+    assert set(terms) == {"L_g_M", "L_g_stage3"} and terms["L_g_M"] == terms["L_g_stage3"] == loss.item()
+    mmgl = MMGLGlobalPretrainer(HIPPO_ID, "2d", plans_identifier=SMALL_PLANS)
+    dataset = mmgl.build_dataset()
+    assert isinstance(dataset, MultiViewDataset) and len(dataset.source.identifiers) > 40  # labeled + unlabeled
+    assert sorted(dataset.identifiers) == sorted(f"{v}|{i}" for v in ("transaxial", "coronal", "sagittal")
+                                                 for i in dataset.source.identifiers)
