@@ -85,6 +85,9 @@ def pretrain_entry():
                       help="mmgl_local ablation: random encoder instead of stage 1's (suffix _noMG)")
     mmgl.add_argument("--init-from", default=None,
                       help="mmgl_local: stage-1 checkpoint (default: the mmgl_global run of the same plans/fold)")
+    mmgl.add_argument("--head-batch-norm", action="store_true",
+                      help="mmgl_global / simclr: BatchNorm1d in the projection heads (SimCLR's implementation; "
+                           "recommended with nnU-Net's InstanceNorm encoders; paper: off)")
     mmgl.add_argument("--local-stride", type=int, default=4, help="mmgl_local feature sub-sampling (paper: 4)")
     args = parser.parse_args()
 
@@ -106,8 +109,10 @@ def pretrain_entry():
     elif args.m == "ideal":
         method_kwargs.update(crop_fraction=args.crop_fraction, global_weight=args.global_weight,
                              intensity_jitter=not args.no_intensity_jitter)
-    elif args.m in ("mmgl_global", "mmgl_local"):
-        method_kwargs.update(multi_view=not args.no_multi_view)
+    elif args.m == "simclr":
+        method_kwargs.update(head_batch_norm=args.head_batch_norm)
+    if args.m in ("mmgl_global", "mmgl_local"):
+        method_kwargs.update(multi_view=not args.no_multi_view, head_batch_norm=args.head_batch_norm)
         if args.scale_weights:
             method_kwargs.update(scale_weights=args.scale_weights)
         if args.m == "mmgl_local":

@@ -25,6 +25,11 @@ Ablations (paper Fig. 3), each written to its own folder (``variant_suffix``): `
 transaxial slices only, both stages), ``use_global=False`` in stage 2 (``_noMG``: the encoder starts at random, no
 multi-scale global stage), and the trainer's ``_noLocal`` variant fine-tunes from stage 1 directly.
 
+``head_batch_norm=True`` (``--head-batch-norm``; stage 1 / simclr) adds a BatchNorm1d between the two linear layers
+of the global heads, as SimCLR's reference implementation does; off by default (the paper: two linear layers). It is
+recommended with nnU-Net's encoders: their InstanceNorm makes the globally pooled features of all images nearly
+identical at initialisation (cosine > 0.99), where NT-Xent sits at chance level (log(2B - 1)) and barely moves.
+
 Defaults not given in the paper: Adam, lr 1e-3, cosine annealing (the shared runner), the plans' batch size, hidden
 width of the heads = their input channels, augmentation ranges (:mod:`pretraining.augment`). Where our setting
 differs: the network is nnU-Net's planned 2D U-Net (the paper: a 4-level U-Net on 160 x 160 slices), the images are
@@ -50,12 +55,12 @@ from pretraining.runner import Pretrainer
 class MultiScaleGlobalModel(nn.Module):
     """Encoder E + one projection head per chosen stage: ``forward(x) = [h_e(E(x)[e]) for e in stages]``."""
 
-    def __init__(self, encoder: nn.Module, stages: Sequence[int], projection_dim: int):
+    def __init__(self, encoder: nn.Module, stages: Sequence[int], projection_dim: int, batch_norm: bool = False):
         super().__init__()
         self.encoder = encoder
         self.stages = [int(s) for s in stages]
-        self.heads = nn.ModuleList(ProjectionHead(encoder.output_channels[s], out_dim=projection_dim)
-                                   for s in self.stages)
+        self.heads = nn.ModuleList(ProjectionHead(encoder.output_channels[s], out_dim=projection_dim,
+                                                  batch_norm=batch_norm) for s in self.stages)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         skips = self.encoder(x)
@@ -98,7 +103,8 @@ def _check_weights(weights: Sequence[float], n_available: int, what: str) -> tup
 
 class _MMGLBase(Pretrainer):
     def __init__(self, *args, temperature: float = PAPER_TEMPERATURE, projection_dim: int = 128,
-                 scale_weights: Sequence[float] = PAPER_SCALE_WEIGHTS, multi_view: bool = True, **kwargs):
+                 scale_weights: Sequence[float] = PAPER_SCALE_WEIGHTS, multi_view: bool = True,
+                 head_batch_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if len(self.configuration_manager.patch_size) != 2:
             raise ValueError(f"{self.method_name} pretraining is 2D (multi-view slices), but configuration "
@@ -110,6 +116,7 @@ class _MMGLBase(Pretrainer):
         self.temperature = temperature
         self.projection_dim = projection_dim
         self.multi_view = multi_view
+        self.head_batch_norm = head_batch_norm
         self.scale_weights = tuple(scale_weights)
         self.views = VIEWS if multi_view else ("transaxial",)
 
@@ -120,7 +127,8 @@ class _MMGLBase(Pretrainer):
 
     def hyperparameters(self) -> dict:
         return {"temperature": self.temperature, "projection_dim": self.projection_dim,
-                "scale_weights": list(self.scale_weights), "stages": list(self.stages), "views": list(self.views)}
+                "scale_weights": list(self.scale_weights), "stages": list(self.stages), "views": list(self.views),
+                "head_batch_norm": self.head_batch_norm}
 
 
 class MMGLGlobalPretrainer(_MMGLBase):
@@ -140,7 +148,7 @@ class MMGLGlobalPretrainer(_MMGLBase):
 
     def build_model(self) -> nn.Module:
         return MultiScaleGlobalModel(self.build_planned_network(self.num_input_channels).encoder, self.stages,
-                                     self.projection_dim)
+                                     self.projection_dim, self.head_batch_norm)
 
     def network_weights(self) -> dict:
         return {k: v for k, v in super().network_weights().items() if k.startswith("encoder.")}

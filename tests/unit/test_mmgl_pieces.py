@@ -239,3 +239,22 @@ def test_ablation_variants_pick_their_pretraining():
         assert (obj.pretraining_method, obj.pretraining_variant, obj.pretrained_skip) == (method, variant, skip), name
     assert object.__new__(MMGL_VARIANTS["nnUNetTrainerMMGL_noMG"]).pretraining_command == "mmgl_local --no-global"
     assert "nnUNetTrainerMMGL_noMV_2epochs_5its" in MMGL_VARIANTS
+
+
+def test_globally_pooled_instance_norm_features_collapse_and_head_batch_norm_spreads_them():
+    """Why ``head_batch_norm`` exists: after nnU-Net's InstanceNorm stages the pooled features of different images are
+    nearly parallel, so NT-Xent starts at chance level log(2B - 1); a BatchNorm1d in the head spreads them."""
+    torch.manual_seed(0)
+    x = torch.nn.functional.avg_pool2d(torch.randn(8, 1, 64, 48), 9, 1, 4) * 3  # 8 different smooth images
+    net = _unet()
+    pooled = torch.nn.functional.normalize(net.encoder(x)[3].flatten(2).mean(-1), dim=1)
+    assert (pooled @ pooled.T).min() > 0.99
+    plain = MultiScaleGlobalModel(net.encoder, [3], 128)
+    with_bn = MultiScaleGlobalModel(net.encoder, [3], 128, batch_norm=True)
+    assert [type(m).__name__ for m in with_bn.heads[0].mlp] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert [type(m).__name__ for m in plain.heads[0].mlp] == ["Linear", "ReLU", "Linear"]  # CCM's keys unchanged
+    a, b = plain(x)[0], plain(x.flip(-1))[0]
+    chance = math.log(2 * 8 - 1)
+    assert multi_scale_global_loss([a], [b], (1.0,))[0].item() == pytest.approx(chance, abs=0.01)
+    z = torch.nn.functional.normalize(with_bn(x)[0], dim=1)
+    assert (z @ z.T).min() < 0.9
