@@ -28,7 +28,7 @@ from nnunet_semi.losses.contrastive import info_nce
 from nnunet_semi.losses.reconstruction import masked_pair_reconstruction_loss
 from nnunet_semi.networks.heads import ProjectionHead
 from pretraining.masking import complementary_block_masks, default_block_size
-from pretraining.runner import Pretrainer
+from pretraining.runner import Pretrainer, add_contrastive_arguments, contrastive_kwargs
 
 
 class CCMModel(nn.Module):
@@ -50,6 +50,19 @@ class CCMModel(nn.Module):
 
 class CCMPretrainer(Pretrainer):
     method_name = "CCM"
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        add_contrastive_arguments(group, 1000, 0.07)
+        group.add_argument("--block-size", type=int, nargs="+", default=None, help="mask block size per axis")
+        group.add_argument("--lambda-con", type=float, default=1.0, help="weight of L_con in eq. 3 (paper: 1)")
+        group.add_argument("--no-con", action="store_true", help="ablation: without L_con")
+        group.add_argument("--no-rec", action="store_true", help="ablation: without L_rec")
+
+    @classmethod
+    def kwargs_from_args(cls, args) -> dict:
+        return dict(contrastive_kwargs(args), block_size=args.block_size, lambda_con=args.lambda_con,
+                    use_con=not args.no_con, use_rec=not args.no_rec)
 
     def __init__(self, *args, block_size: Optional[Sequence[int]] = None, projection_dim: int = 1000,
                  temperature: float = 0.07, lambda_con: float = 1.0, use_rec: bool = True, use_con: bool = True,

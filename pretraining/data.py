@@ -55,3 +55,10 @@ def pretraining_dataset(raw_dataset_folder: str, preprocessed_dataset_folder_bas
                                                configuration_manager, dataset_json, num_processes=num_processes)
         sources["unlabeled"] = (folder, nnUNetDatasetBlosc2.get_identifiers(folder))
     return ConcatDataset(sources)
+
+
+def labeled_training_dataset(preprocessed_dataset_folder_base: str, configuration_manager, fold) -> nnUNetDatasetBlosc2:
+    """The labeled training cases of ``fold`` with their segmentations (for supervised pretraining losses)."""
+    data_identifier = configuration_manager.data_identifier
+    folder = join(preprocessed_dataset_folder_base, data_identifier)
+    return nnUNetDatasetBlosc2(folder, training_identifiers(preprocessed_dataset_folder_base, data_identifier, fold))

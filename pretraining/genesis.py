@@ -43,6 +43,28 @@ from pretraining.runner import Pretrainer
 class GenesisPretrainer(Pretrainer):
     method_name = "Genesis"
 
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        group.add_argument("--nonlinear-p", type=float, default=0.9, help="non-linear transformation probability")
+        group.add_argument("--local-shuffle-p", type=float, default=0.5, help="local pixel shuffling probability")
+        group.add_argument("--paint-p", type=float, default=0.9, help="in-/out-painting probability")
+        group.add_argument("--outpaint-p", type=float, default=0.8,
+                           help="share of out-painting among painted patches (the rest: in-painting)")
+        group.add_argument("--flip-p", type=float, default=0.4, help="flip augmentation probability per step")
+        group.add_argument("--shuffle-blocks", type=int, default=10000, help="local shuffling windows per patch")
+        group.add_argument("--no-nonlinear", action="store_true", help="ablation: without the non-linear mapping")
+        group.add_argument("--no-local-shuffle", action="store_true", help="ablation: without local shuffling")
+        group.add_argument("--no-inpaint", action="store_true", help="ablation: out-painting only")
+        group.add_argument("--no-outpaint", action="store_true", help="ablation: in-painting only")
+
+    @classmethod
+    def kwargs_from_args(cls, args) -> dict:
+        outpaint = 1.0 if args.no_inpaint else 0.0 if args.no_outpaint else args.outpaint_p
+        return dict(nonlinear_probability=0.0 if args.no_nonlinear else args.nonlinear_p,
+                    local_shuffle_probability=0.0 if args.no_local_shuffle else args.local_shuffle_p,
+                    paint_probability=0.0 if args.no_inpaint and args.no_outpaint else args.paint_p,
+                    outpaint_probability=outpaint, flip_probability=args.flip_p, num_blocks=args.shuffle_blocks)
+
     def __init__(self, *args, nonlinear_probability: float = 0.9, local_shuffle_probability: float = 0.5,
                  paint_probability: float = 0.9, outpaint_probability: float = 0.8, flip_probability: float = 0.4,
                  num_blocks: int = 10000, **kwargs):

@@ -44,7 +44,7 @@ from nnunet_semi.losses.global_local import local_region_contrastive_loss
 from nnunet_semi.networks.contrastive_head import LocalProjectionHead
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.heads import ProjectionHead
-from pretraining.runner import Pretrainer
+from pretraining.runner import Pretrainer, add_contrastive_arguments, contrastive_kwargs
 
 
 def default_local_stage(strides: Sequence[Sequence[int]], target_stride: int = 4) -> int:
@@ -87,6 +87,22 @@ class GlobalLocalModel(nn.Module):
 
 class GlobalLocalPretrainer(Pretrainer):
     method_name = "GlobalLocal"
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        add_contrastive_arguments(group, 128, 0.1)
+        group.add_argument("--global-fraction", type=float, default=0.5,
+                           help="fraction of the epochs for the global stage (encoder); the rest pretrains the "
+                                "decoder with the local loss, encoder frozen (default: 0.5)")
+        group.add_argument("--region-size", type=int, default=3, help="local region size K per axis (default: 3)")
+        group.add_argument("--local-stage", type=int, default=None,
+                           help="decoder stage of the local loss, 0 = deepest (default: the stage at 1/4 "
+                                "resolution)")
+
+    @classmethod
+    def kwargs_from_args(cls, args) -> dict:
+        return dict(contrastive_kwargs(args), global_fraction=args.global_fraction, region_size=args.region_size,
+                    local_stage=args.local_stage)
 
     def __init__(self, *args, learning_rate: float = 1e-3, temperature: float = 0.1, projection_dim: int = 128,
                  global_fraction: float = 0.5, region_size: int = 3, local_stage: Optional[int] = None,

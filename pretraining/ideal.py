@@ -33,7 +33,7 @@ from torch import nn
 from nnunet_semi.losses.dense_contrastive import (apply_crop_flip, crop_flip_correspondence, default_crop_size,
                                                   dense_local_contrastive_loss, global_contrastive_loss,
                                                   random_crop_flip)
-from pretraining.runner import Pretrainer
+from pretraining.runner import Pretrainer, add_contrastive_arguments, contrastive_kwargs
 
 
 class IDEALModel(nn.Module):
@@ -50,6 +50,20 @@ class IDEALModel(nn.Module):
 
 class IDEALPretrainer(Pretrainer):
     method_name = "IDEAL"
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        add_contrastive_arguments(group, 128, 0.1)
+        group.add_argument("--crop-fraction", type=float, default=0.75,
+                           help="view crop size per axis as a fraction of the patch, rounded to the encoder stride")
+        group.add_argument("--global-weight", type=float, default=0.0,
+                           help="weight of the global loss (eq. 1) added to the local loss (eq. 2); paper: 0")
+        group.add_argument("--no-intensity-jitter", action="store_true", help="views differ in geometry only")
+
+    @classmethod
+    def kwargs_from_args(cls, args) -> dict:
+        return dict(contrastive_kwargs(args), crop_fraction=args.crop_fraction, global_weight=args.global_weight,
+                    intensity_jitter=not args.no_intensity_jitter)
 
     def __init__(self, *args, learning_rate: float = 1e-5, temperature: float = 0.1, projection_dim: int = 128,
                  crop_fraction: float = 0.75, crop_size: Optional[Sequence[int]] = None, global_weight: float = 0.0,

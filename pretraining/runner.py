@@ -51,10 +51,26 @@ def _set_safe_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
+def add_contrastive_arguments(group, projection_dim: int, temperature: float) -> None:
+    """``--proj-dim`` / ``--temperature`` for a contrastive method's option group (defaults shown in the help)."""
+    group.add_argument("--proj-dim", type=int, default=None,
+                       help=f"projection head output size (default: {projection_dim})")
+    group.add_argument("--temperature", type=float, default=None,
+                       help=f"contrastive temperature (default: {temperature})")
+
+
+def contrastive_kwargs(args) -> dict:
+    """The options of :func:`add_contrastive_arguments` that were given, as constructor keyword arguments."""
+    return {k: v for k, v in (("projection_dim", args.proj_dim), ("temperature", args.temperature)) if v is not None}
+
+
 class Pretrainer:
     """Base class; see the module docstring. ``method_name`` names the output folder (``<name>Pretrain``)."""
 
     method_name: str = None
+    #: True: batches carry segmentations and :meth:`compute_loss` receives ``(data, target)`` (see
+    #: :meth:`build_dataset`, which then must return labeled cases)
+    needs_labels: bool = False
 
     def __init__(self, dataset_name_or_id, configuration: str, fold="0", plans_identifier: str = "nnUNetPlans",
                  device: torch.device = torch.device("cpu"), num_epochs: int = 400, batch_size: Optional[int] = None,
@@ -94,11 +110,30 @@ class Pretrainer:
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def compute_loss(self, data: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """Return the loss to minimise and ``{term: value}`` for the curves (the first term is the total)."""
+    def compute_loss(self, data: torch.Tensor, target: Optional[torch.Tensor] = None
+                     ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Return the loss to minimise and ``{term: value}`` for the curves (the first term is the total).
+        ``target`` (the batch's segmentations, ``(B, 1, *patch)``) is given only when :attr:`needs_labels`."""
         raise NotImplementedError
 
+    def build_dataset(self):
+        """The nnU-Net dataset the patches are sampled from: by default the fold's training images (labels unused)
+        plus imagesUnlabeled (:func:`pretraining.data.pretraining_dataset`)."""
+        return pretraining_dataset(join(nnUNet_raw.require(), self.dataset_name), self.preprocessed_base,
+                                   self.plans_manager, self.configuration_manager, self.dataset_json, self.fold,
+                                   num_processes=max(1, get_allowed_n_proc_DA()))
+
     def hyperparameters(self) -> dict:
+        return {}
+
+    # ------------------------------------------------------------------ command line (nnunet_semi_pretrain)
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        """Add this method's options to ``nnunet_semi_pretrain -m <method>`` (an argparse argument group)."""
+
+    @classmethod
+    def kwargs_from_args(cls, args) -> dict:
+        """Constructor keyword arguments from the parsed options; options left unset keep the method's defaults."""
         return {}
 
     def variant_suffix(self) -> str:
@@ -135,9 +170,7 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ loop
     def _loader(self, per_rank_batch: int):
-        dataset = pretraining_dataset(join(nnUNet_raw.require(), self.dataset_name), self.preprocessed_base,
-                                      self.plans_manager, self.configuration_manager, self.dataset_json, self.fold,
-                                      num_processes=max(1, get_allowed_n_proc_DA()))
+        dataset = self.build_dataset()
         patch = self.configuration_manager.patch_size
         loader = nnUNetDataLoader(dataset, per_rank_batch, patch, patch,
                                   self.plans_manager.get_label_manager(self.dataset_json),
@@ -227,9 +260,13 @@ class Pretrainer:
             sums: Dict[str, float] = {}
             bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=self.rank != 0)
             for _ in bar:
-                data = next(loader)["data"].to(self.device, non_blocking=True)
+                batch = next(loader)
+                data = batch["data"].to(self.device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                loss, terms = self.compute_loss(data)
+                if self.needs_labels:
+                    loss, terms = self.compute_loss(data, batch["target"].to(self.device, non_blocking=True))
+                else:
+                    loss, terms = self.compute_loss(data)
                 loss.backward()
                 optimizer.step()
                 for k, v in terms.items():

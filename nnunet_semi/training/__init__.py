@@ -9,6 +9,7 @@ from nnunet_semi.training.dtc import DTC_VARIANTS, nnUNetTrainerDTC
 from nnunet_semi.training.dual_stream import DUAL_STREAM_VARIANTS, nnUNetTrainerDualStreamCL
 from nnunet_semi.training.ideal import IDEAL_VARIANTS, nnUNetTrainerIDEAL
 from nnunet_semi.training.mcnet import MCNET_VARIANTS, nnUNetTrainerMCNet
+from nnunet_semi.training.mmgl import MMGL_VARIANTS, nnUNetTrainerMMGL
 from nnunet_semi.training.pl_contrast import PL_CONTRAST_VARIANTS, nnUNetTrainerPLContrast
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 from nnunet_semi.training.urpc import URPC_VARIANTS, nnUNetTrainerURPC
@@ -21,7 +22,8 @@ TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY
             "nnUNetTrainerURPC": nnUNetTrainerURPC, **URPC_VARIANTS,
             "nnUNetTrainerMCNet": nnUNetTrainerMCNet, **MCNET_VARIANTS,
             "nnUNetTrainerDTC": nnUNetTrainerDTC, **DTC_VARIANTS,
-            "nnUNetTrainerPLContrast": nnUNetTrainerPLContrast, **PL_CONTRAST_VARIANTS}
+            "nnUNetTrainerPLContrast": nnUNetTrainerPLContrast, **PL_CONTRAST_VARIANTS,
+            "nnUNetTrainerMMGL": nnUNetTrainerMMGL, **MMGL_VARIANTS}
 
 # the trainer classes imported above (budget and ablation variants live in their modules, found through TRAINERS)
 __all__ = ["TRAINERS", "nnUNetTrainerSemiSupervised", *sorted(name for name in TRAINERS if "_" not in name)]

@@ -18,6 +18,14 @@ from nnunet_semi.networks.pretrained import PretrainedWeightsError, load_pretrai
 PRETRAINED_ENV = "nnUNet_semi_pretrained"
 
 
+def pretraining_checkpoint_path(dataset_name: str, method: str, plans_name: str, configuration: str, fold,
+                                variant: str = "") -> str:
+    """Where ``nnunet_semi_pretrain`` writes the final checkpoint of ``method`` (its ``method_name``, e.g. ``"CCM"``)
+    with the ablation suffix ``variant`` (e.g. ``"_noMV"``) for these plans, configuration and fold."""
+    folder = f"{method}Pretrain{variant}__{plans_name}__{configuration}"
+    return join(nnUNet_results.require(), dataset_name, folder, f"fold_{fold}", "checkpoint_final.pth")
+
+
 class PretrainedInitialisation:
     """Mixin for nnU-Net trainers: after ``initialize()`` the network starts from the pretraining's weights.
 
@@ -27,13 +35,17 @@ class PretrainedInitialisation:
 
     pretraining_method: str = None
     pretrained_skip: Tuple[str, ...] = (".seg_layers.",)
+    #: ablation suffix of the pretraining's output folder (``Pretrainer.variant_suffix``), e.g. ``"_noMV"``
+    pretraining_variant: str = ""
+    #: the ``-m`` name (and options) that produce the checkpoint, for the error message; default: method in lower case
+    pretraining_command: str = None
 
     def pretrained_checkpoint(self) -> str:
         if os.environ.get(PRETRAINED_ENV):
             return os.environ[PRETRAINED_ENV]
-        folder = f"{self.pretraining_method}Pretrain__{self.plans_manager.plans_name}__{self.configuration_name}"
-        return join(nnUNet_results.require(), self.plans_manager.dataset_name, folder, f"fold_{self.fold}",
-                    "checkpoint_final.pth")
+        return pretraining_checkpoint_path(self.plans_manager.dataset_name, self.pretraining_method,
+                                           self.plans_manager.plans_name, self.configuration_name, self.fold,
+                                           self.pretraining_variant)
 
     def initialize(self):
         super().initialize()
@@ -42,7 +54,8 @@ class PretrainedInitialisation:
             raise PretrainedWeightsError(
                 f"No {self.pretraining_method} pretraining found at {path}. Fix: run nnunet_semi_pretrain -d "
                 f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name} "
-                f"-m {self.pretraining_method.lower()} -f {self.fold} first, or set {PRETRAINED_ENV}=<checkpoint>.")
+                f"-m {self.pretraining_command or self.pretraining_method.lower()} -f {self.fold} first, or set "
+                f"{PRETRAINED_ENV}=<checkpoint>.")
         loaded = load_pretrained_networks(self.network, path, skip=self.pretrained_skip)
         self.print_to_log_file(f"Initialised {len(loaded)} tensors from {path} (keys containing "
                                f"{', '.join(self.pretrained_skip)} trained anew)")

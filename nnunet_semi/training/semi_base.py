@@ -64,6 +64,8 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
 
     #: per-epoch curves beyond nnU-Net's: {key returned by compute_losses: legend label}
     extra_curves: Dict[str, str] = {}
+    #: False for methods that fine-tune on labeled data only (no unlabeled stream; ``data_unlabeled`` is None)
+    uses_unlabeled: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -126,6 +128,8 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
 
     def get_dataloaders(self):
         dl_train, dl_val = super().get_dataloaders()
+        if not self.uses_unlabeled:
+            return dl_train, dl_val
         dataset = nnUNetDatasetBlosc2(self.unlabeled_folder())
         _, _, initial_patch_size, _ = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         loader = nnUNetDataLoader(dataset, self.unlabeled_batch_size, initial_patch_size,
@@ -174,12 +178,12 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         return [list(self.network.parameters())]
 
     def train_step(self, batch: dict) -> dict:
-        unlabeled = next(self.dataloader_unlabeled)
+        unlabeled = next(self.dataloader_unlabeled) if self.dataloader_unlabeled is not None else None
         data = batch["data"].to(self.device, non_blocking=True)
         target = batch["target"]
         target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
             else target.to(self.device, non_blocking=True)
-        data_u = unlabeled["data"].to(self.device, non_blocking=True)
+        data_u = unlabeled["data"].to(self.device, non_blocking=True) if unlabeled is not None else None
 
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():

@@ -1,0 +1,39 @@
+"""``nnunet_semi_pretrain``: each method declares its own options; unset options keep the method's defaults."""
+import inspect
+
+import pytest
+
+from pretraining.cli import PRETRAINERS, build_parser
+
+
+def _kwargs(method: str, *options: str) -> dict:
+    args = build_parser(method).parse_args(["-d", "1", "-c", "2d", "-m", method, *options])
+    return PRETRAINERS[method].kwargs_from_args(args)
+
+
+def test_every_method_parses_its_defaults_into_valid_constructor_arguments():
+    for method, cls in PRETRAINERS.items():
+        kwargs = _kwargs(method)
+        accepted = set()
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                accepted |= set(inspect.signature(klass.__init__).parameters)
+        assert set(kwargs) <= accepted, (method, set(kwargs) - accepted)
+        assert "projection_dim" not in kwargs and "temperature" not in kwargs  # unset: the method's default
+
+
+def test_options_reach_the_constructor():
+    assert _kwargs("ccm", "--no-con", "--temperature", "0.2") == {
+        "temperature": 0.2, "block_size": None, "lambda_con": 1.0, "use_con": False, "use_rec": True}
+    genesis = _kwargs("genesis", "--no-inpaint", "--shuffle-blocks", "5")
+    assert genesis["outpaint_probability"] == 1.0 and genesis["num_blocks"] == 5
+    assert genesis["paint_probability"] == 0.9 and genesis["nonlinear_probability"] == 0.9
+    local = _kwargs("mmgl_local", "--scale-weights", "0.5", "0.5", "--no-global", "--proj-dim", "64")
+    assert local["scale_weights"] == [0.5, 0.5] and local["use_global"] is False and local["projection_dim"] == 64
+    assert local["multi_view"] is True and local["stride"] == 4
+    assert set(_kwargs("simclr")) == {"head_batch_norm"}  # one scale, one view: no multi-scale / view options
+
+
+def test_options_of_another_method_are_refused():
+    with pytest.raises(SystemExit):
+        build_parser("ideal").parse_args(["-d", "1", "-c", "2d", "-m", "ideal", "--no-con"])
