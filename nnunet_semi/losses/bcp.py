@@ -3,11 +3,11 @@ Segmentation", CVPR 2023, Sec. 3.2-3.3 (tensors in, tensors out).
 
 * :func:`box_mask`: M of the patch shape, ones except a zero box of ``int(2/3 * size)`` voxels per axis at a random
   position (Sec. 3.2: "zero-centered mask M ... of size beta H x beta W (x beta L), beta = 2/3");
-* :func:`copy_paste`: X_out = X_1 * M + X_2 * (1 - M) (eq. 1-2: the foreground of X_1 outside the box, the crop of X_2
-  inside it; the labeled / unlabeled roles decide which is in- and which is outward);
+* :func:`copy_paste`: X = X_1 * M + X_2 * (1 - M) (Sec. 3.2: X_1 outside the box, the crop of X_2 inside it; the
+  labeled / unlabeled roles give the two directions);
 * :func:`region_targets`: the mixed label map split into its two regions, each with an ignore value elsewhere, so
-  that a loss restricted to one region weights it separately (eq. 6-7: L_in + L_out with the unlabeled region
-  weighted by alpha);
+  that a loss restricted to one region weights it separately (Sec. 3.3: the pseudo-labeled region weighted by
+  alpha);
 * :func:`largest_component_per_class`: the teacher's pseudo-label keeps the largest connected component per class
   (Sec. 3.3 / reference code);
 * :func:`downsample_targets`: a full-resolution target at every deep-supervision scale (nearest-exact, as nnU-Net

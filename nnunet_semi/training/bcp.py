@@ -2,19 +2,21 @@
 
 Two stages on nnU-Net's augmented patches (the mixing happens on the batches inside ``compute_losses``):
 
-1. labeled-only pre-training (Sec. 3.4) for the first ``pretrain_fraction`` of the epochs (the paper's ACDC
-   schedule: 10k of 40k iterations = 1/4): each labeled patch X_i gets the box of its partner X_{(i - B/2) mod B}
-   pasted in, X = X_i M + X_j (1 - M), supervised by Y_i M + Y_j (1 - M) (both regions weight 1);
+1. labeled-only pre-training (the paper's first stage) for the first ``pretrain_fraction`` of the epochs (the
+   paper's ACDC schedule: 10k of 40k iterations = 1/4): each labeled patch X_i gets the box of its partner
+   X_j, j = (i - B/2) mod B, pasted in, X = X_i M + X_j (1 - M), supervised by Y_i M + Y_j (1 - M) (both
+   regions weight 1);
 2. mean-teacher self-training (Sec. 3.2-3.3): the teacher (a copy of the pre-trained student at the stage switch,
    then EMA with decay 0.99 after every step) predicts pseudo-labels \\hat Y = argmax of the unlabeled patches,
    keeping the largest connected component per class (``pseudo_label_largest_cc``). The labeled batch is split into
-   halves a, b, the first B unlabeled patches likewise::
+   halves a, b, the first B unlabeled patches likewise, and the two bidirectional mixes of Sec. 3.2 (the paper's
+   X^in / X^out, M = 1 outside the zero box) are::
 
-       X_in  = X_l^a (1 - M) + X_u^a M     (labeled crop pasted into an unlabeled image, eq. 1)
-       X_out = X_l^b M + X_u^b (1 - M)     (unlabeled crop pasted into a labeled image, eq. 2)
-       L_in  = l(Q_in,  \\hat Y^a M + Y^a (1 - M)),  pseudo-labeled region weighted alpha    (eq. 6)
-       L_out = l(Q_out, Y^b M + \\hat Y^b (1 - M)),  pseudo-labeled region weighted alpha    (eq. 7)
-       L = (L_in + L_out) / 2, alpha = 0.5                                                   (eq. 8, code)
+       X_1 = X_u^a M + X_l^a (1 - M)    (a labeled crop pasted into an unlabeled image)
+       X_2 = X_l^b M + X_u^b (1 - M)    (an unlabeled crop pasted into a labeled image)
+       L_1 = alpha l(Q_1, \\hat Y^a | M = 1) + l(Q_1, Y^a | M = 0)
+       L_2 = l(Q_2, Y^b | M = 1) + alpha l(Q_2, \\hat Y^b | M = 0)
+       L = (L_1 + L_2) / 2,  alpha = 0.5  (pseudo-labeled regions weighted alpha, Sec. 3.3; the /2 as in the code)
 
    with one mask M per step, shared by both mixes, as in the reference code.
 
@@ -55,7 +57,7 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.pretrain_fraction = 0.25  # stage 1 length, fraction of the epochs
         self.mask_ratio = 2.0 / 3.0  # beta (Sec. 3.2)
-        self.unlabeled_weight = 0.5  # alpha (eq. 6-7)
+        self.unlabeled_weight = 0.5  # alpha (Sec. 3.3)
         self.pseudo_label_largest_cc = True
         self.ema_decay = 0.99
         self.ema_warmup = False  # BCP's EMA uses the constant decay
