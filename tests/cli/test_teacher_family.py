@@ -48,8 +48,8 @@ def unlabeled_2d(hippocampus_nnunet):
 def trained(request, hippocampus_nnunet, unlabeled_2d):
     """One uninterrupted seeded run per trainer: the pipeline test's model and the resume test's reference."""
     method = request.param
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "3",
-           "nnUNet_results": str(hippocampus_nnunet["root"] / f"res_{method}")}
+    # the fixture's own results folder: nnUNetv2_predict in predict_and_evaluate looks there
+    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "3"}
     return method, env, run(_train_cmd(method), env)
 
 
