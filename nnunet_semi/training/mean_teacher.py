@@ -1,0 +1,74 @@
+"""nnUNetTrainerMeanTeacher: Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017.
+
+The student learns from the labeled images with nnU-Net's loss and from a consistency cost towards its EMA teacher
+(Sec. 2: J(theta) = E_{x, eta', eta} ||f(x, theta', eta') - f(x, theta, eta)||^2, teacher weights theta' the EMA of
+the student's, eq. 2 there; shared piece :mod:`nnunet_semi.training.ema_teacher`)::
+
+    L = L_sup(student(x_l), y_l) + w(t) * mean (softmax(student(x_u)) - softmax(teacher(x_u + eta)))^2
+
+Defaults follow the SSL4MIS medical-imaging reference implementation of the method:
+
+* EMA decay 0.99 with the reference code's warm-up ``min(1 - 1/(t+1), 0.99)``;
+* consistency = MSE between softmax outputs on the unlabeled images (``consistency_on_labeled = True`` adds the
+  labeled images, as the original classification paper does);
+* eta = clamp(N(0, 0.1^2), -0.2, 0.2) added to the teacher's input only (``noise_std``, ``noise_clip``); the student
+  sees the augmented image (nnU-Net's augmentation is its input noise);
+* w(t) = 0.1 * exp(-5 (1 - t / (0.4 t_max))^2) (sigmoid ramp-up over the first 40 % of optimizer steps, then 0.1).
+
+Where nnU-Net's setting differs: L_sup is nnU-Net's Dice + CE with deep supervision; the consistency uses the
+full-resolution outputs; optimisation is nnU-Net's SGD / poly schedule (student only).
+
+Inference (validation, ``nnUNetv2_predict``): the student, as in the SSL4MIS / UA-MT / BCP evaluations of this
+baseline; ``nnUNetTrainerMeanTeacher_evalTeacher`` evaluates the EMA teacher instead (both are in the checkpoint).
+"""
+import torch
+
+from nnunet_semi.losses.consistency import softmax_mse
+from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.teacher import gaussian_input_noise
+from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
+
+
+class nnUNetTrainerMeanTeacher(nnUNetTrainerEMATeacherBase):
+    extra_curves = {
+        "sup_losses": "L_sup (supervised)",
+        "consistency_losses": "consistency (softmax MSE)",
+        "consistency_weights": "consistency weight w(t)",
+    }
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.noise_std = 0.1
+        self.noise_clip = 0.2
+        self.consistency_on_labeled = False
+
+    def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """softmax of the teacher's full-resolution output for ``x + eta``."""
+        out = self.mean_teacher.teacher_forward(x + gaussian_input_noise(x, self.noise_std, self.noise_clip))
+        return torch.softmax(full_resolution(out).float(), 1)
+
+    def compute_losses(self, data, target, data_unlabeled):
+        n_labeled = data.shape[0]
+        x = torch.cat((data, data_unlabeled))
+        out = self.network(x)
+        out_l, out_u = split_batch(out, n_labeled)
+        sup = self.loss(out_l, target)
+        if self.consistency_on_labeled:
+            cons = softmax_mse(full_resolution(out), self.teacher_probabilities(x))
+        else:
+            cons = softmax_mse(full_resolution(out_u), self.teacher_probabilities(data_unlabeled))
+        w = self.current_consistency_weight()
+        total = sup + w * cons
+        return total, total, {"sup_losses": sup.item(), "consistency_losses": cons.item(), "consistency_weights": w}
+
+
+class nnUNetTrainerMeanTeacher_evalTeacher(nnUNetTrainerMeanTeacher):
+    """Mean Teacher whose validation and nnUNetv2_predict run the EMA teacher."""
+    evaluated_network = "teacher"
+
+
+MEAN_TEACHER_VARIANTS = {**add_budget_variants(nnUNetTrainerMeanTeacher),
+                         "nnUNetTrainerMeanTeacher_evalTeacher": nnUNetTrainerMeanTeacher_evalTeacher,
+                         **add_budget_variants(nnUNetTrainerMeanTeacher_evalTeacher)}
