@@ -64,7 +64,7 @@ class Runner:
         shown = {k: env[k] for k in ("nnUNet_results", "nnUNet_semi_seed", "nnUNet_n_proc_DA") if k in env}
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()) + " " + " ".join(map(shlex.quote, cmd))
         with open(self.commands, "a") as f:
-            f.write(line.replace(str(self.work), "$WORK") + "\n")
+            f.write(line.replace(str(self.work), "$WORK").replace(str(REPO) + "/", "") + "\n")
         print(f"[{time.strftime('%H:%M:%S')}] {title}", flush=True)
         start = time.time()
         log = self.work / "logs" / f"{log_name}.log"
