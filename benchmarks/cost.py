@@ -5,9 +5,11 @@ method, against nnU-Net's own trainer on the same configuration, plans and label
 
 Each measurement runs in a fresh process (so peak memory is the method's own): the trainer is built by nnU-Net's
 ``get_trainer_from_args`` and set up with its own ``on_train_start`` (loaders, augmentation, network), then
-``--warmup`` iterations are run and ``--iterations`` timed. The labeled and unlabeled loaders are wrapped by a
-stopwatch, so a step's time splits into data loading (single-process augmentation here, i.e. the worst case: with
-nnU-Net's background workers loading overlaps compute) and compute (forward, losses, backward, optimizer step).
+``--warmup`` iterations are run and ``--iterations`` timed, at epoch ``--at-progress`` x the trainer's epochs
+(default 0.25: the main stage of the methods with a labeled-only first stage, BCP and PLContrast). The labeled and
+unlabeled loaders are wrapped by a stopwatch, so a step's time splits into data loading (single-process augmentation
+here, i.e. the worst case: with nnU-Net's background workers loading overlaps compute) and compute (forward,
+losses, backward, optimizer step).
 FLOPs of one training step are counted by ``torch.utils.flop_counter.FlopCounterMode`` (forward + backward
 convolutions and matmuls). The FLOP-bound ideal of a method is its FLOP ratio to the labeled-only trainer (a
 dual-network trainer processes 2 networks x (B_l + B_u) samples: ~4x); ``time ratio / FLOP ratio`` close to 1 means
@@ -68,7 +70,7 @@ def _count_flops(fn) -> float:
 
 
 def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_name: str, device_name: str,
-                    warmup: int, iterations: int) -> dict:
+                    warmup: int, iterations: int, at_progress: float = 0.25) -> dict:
     import torch
 
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -78,6 +80,9 @@ def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_nam
         torch.set_num_threads(os.cpu_count() or 1)
     trainer = get_trainer_from_args(str(dataset_id), configuration, 0, trainer_name, plans, device=device)
     trainer.on_train_start()
+    # time the steps of the training's main stage: methods with a labeled-only first stage (BCP, PLContrast: the
+    # first quarter) are past it at this point, and ramped weights are mid-way
+    trainer.current_epoch = int(round(at_progress * trainer.num_epochs))
     trainer.on_train_epoch_start()
     trainer.dataloader_train = Stopwatch(trainer.dataloader_train)
     unlabeled = getattr(trainer, "dataloader_unlabeled", None)
@@ -156,7 +161,7 @@ def _worker(args) -> None:
                                      args.device, args.batch_size, args.warmup, args.iterations)
     else:
         result = measure_trainer(args.dataset_id, args.configuration, args.plans, args.trainer, args.device,
-                                 args.warmup, args.iterations)
+                                 args.warmup, args.iterations, args.at_progress)
     print("COST " + json.dumps(result), flush=True)
 
 
@@ -171,8 +176,9 @@ def table(rows: List[dict], baseline: Optional[dict]) -> str:
         else:
             ratios = ["—", "—", "—"]
         lines.append("| " + " | ".join([
-            r["method"], f"`{r['trainer']}`", f"{r['batch_labeled']} + {r['batch_unlabeled']}", f"{r['s_per_it']:.3f}",
-            f"{r['compute_s_per_it']:.3f}", f"{r['load_s_per_it']:.3f} ({100 * r['load_s_per_it'] / r['s_per_it']:.0f}%)",
+            r["method"], f"`{r['trainer']}`", f"{r['batch_labeled']} + {r['batch_unlabeled']}",
+            f"{r['s_per_it']:.3f}", f"{r['compute_s_per_it']:.3f}",
+            f"{r['load_s_per_it']:.3f} ({100 * r['load_s_per_it'] / r['s_per_it']:.0f}%)",
             f"{r['flops_per_it'] / 1e9:.1f}", *ratios, f"{r['peak_memory_gb']:.2f}",
             f"{r['parameters'] / 1e6:.2f}"]) + " |")
     return "\n".join(lines)
@@ -186,6 +192,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--pretraining-batch", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--at-progress", type=float, default=0.25,
+                        help="time the steps at this fraction of the training (default 0.25)")
     parser.add_argument("--work", default=None)
     # worker mode (one measurement in this process)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -210,7 +218,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     methods = [m for m in methods_of(profile, args.methods) if not m.pretrain]  # same compute as their base
     base_cmd = [sys.executable, "-m", "benchmarks.cost", "--worker", "--dataset-id", str(profile.dataset_id),
                 "--configuration", profile.configuration, "--plans", profile.plans, "--device", profile.device,
-                "--warmup", str(args.warmup), "--iterations", str(args.iterations)]
+                "--warmup", str(args.warmup), "--iterations", str(args.iterations), "--at-progress",
+                str(args.at_progress)]
     jobs = [(m.key, base_cmd + ["--trainer", m.trainer]) for m in methods]
     jobs += [(f"pretrain_{p}", base_cmd + ["--pretraining-method", p, "--batch-size", str(args.pretraining_batch)])
              for p in args.pretraining]
@@ -231,9 +240,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                    "iterations": args.iterations, "rows": rows}, indent=1))
     (results / "cost.md").write_text(
         f"# Cost, {profile.name}\n\n{profile.description}\n\nMeasured with `python -m benchmarks.cost --profile "
-        f"{profile.name}` ({args.warmup} warm-up + {args.iterations} timed iterations per method, one fresh process "
-        f"each; pretraining at batch {args.pretraining_batch}). Ratios are against `labeled_only` "
-        f"(nnU-Net's trainer, same plans and labeled batch). Loading = single-process augmentation (worst case).\n\n"
+        f"{profile.name}` ({args.warmup} warm-up + {args.iterations} timed iterations per method at "
+        f"{args.at_progress:g} of the training, one fresh process each; pretraining at batch "
+        f"{args.pretraining_batch}). Ratios are against `labeled_only` (nnU-Net's trainer, same plans and labeled "
+        f"batch). Loading = single-process augmentation (worst case).\n\n"
         f"{md}\n")
     print(md)
 
