@@ -193,29 +193,29 @@ def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
     base = by_method.get("labeled_only")
     base_dice = stat(base, "mean", "dice")[0] if base else None
     header = ["method", "trainer", "seeds", "mean Dice (%)", "gain vs labeled-only (points)"] + \
-        [f"Dice {n} (%)" for n in names] + ["HD95 (mm)", "ASSD (mm)", "train (min)"]
+        [f"Dice {n} (%)" for n in names] + ["HD95 (mm)", "ASSD (mm)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     csv = [",".join(["method", "trainer", "seeds", "dice_mean", "dice_std", "gain"] + [f"dice_{n}" for n in names]
-                    + ["hd95", "assd", "train_s"])]
+                    + ["hd95", "assd"])]
     for key, rs in by_method.items():
         d, s, n = stat(rs, "mean", "dice")
         gain = "" if base_dice is None or key == "labeled_only" else f"{100 * (d - base_dice):+.2f}"
         per_class = [stat(rs, name, "dice") for name in names]
         hd, assd = stat(rs, "mean", "hd95"), stat(rs, "mean", "assd")
-        train = [r["timings"].get("train_s") for r in rs if r["timings"].get("train_s")]
-        train_min = f"{np.mean(train) / 60:.1f}" if train else "n/a"
         pm = (lambda m, sd: f"{100 * m:.2f} ± {100 * sd:.2f}") if n > 1 else (lambda m, sd: f"{100 * m:.2f}")
         lines.append("| " + " | ".join([key, rs[0]["trainer"], str(n), pm(d, s), gain or "—"]
                                        + [pm(m, sd) for m, sd, _ in per_class]
-                                       + [f"{hd[0]:.2f}", f"{assd[0]:.2f}", train_min]) + " |")
+                                       + [f"{hd[0]:.2f}", f"{assd[0]:.2f}"]) + " |")
         csv.append(",".join(map(str, [key, rs[0]["trainer"], n, d, s, gain] + [m for m, _, _ in per_class]
-                                + [hd[0], assd[0], np.mean(train) if train else ""])))
+                                + [hd[0], assd[0]])))
     table = "\n".join(lines)
     (results / "results.csv").write_text("\n".join(csv) + "\n")
     md = [f"# {profile.name}", "", profile.description, "",
           f"Test cases: labelsTs of the converted dataset; metrics of `dataset_conversion.metrics` (mean over test "
           f"cases, then over seeds: mean ± std when several seeds ran). Reproduce: `python -m benchmarks.run "
-          f"--profile {profile.name}`; the exact commands are in `commands.sh`.", "", table, ""]
+          f"--profile {profile.name}`; the exact commands are in `commands.sh`. Wall times are in `runs/*.json` (they "
+          f"depend on what else the machine ran); the cost of each method per iteration is measured separately in `cost.md`.", "",
+          table, ""]
     (results / "results.md").write_text("\n".join(md))
 
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(by_method)), 4.5))
