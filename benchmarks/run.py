@@ -214,8 +214,8 @@ def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
           f"Test cases: labelsTs of the converted dataset; metrics of `dataset_conversion.metrics` (mean over test "
           f"cases, then over seeds: mean ± std when several seeds ran). Reproduce: `python -m benchmarks.run "
           f"--profile {profile.name}`; the exact commands are in `commands.sh`. Wall times are in `runs/*.json` (they "
-          f"depend on what else the machine ran); the cost of each method per iteration is measured separately in `cost.md`.", "",
-          table, ""]
+          f"depend on what else the machine ran); the cost of each method per iteration is measured separately in "
+          f"`cost.md`.", "", table, ""]
     (results / "results.md").write_text("\n".join(md))
 
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(by_method)), 4.5))
