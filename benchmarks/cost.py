@@ -69,6 +69,30 @@ def _count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
+def time_steps(step, loaders, device, warmup: int, iterations: int) -> dict:
+    """Run ``warmup`` then ``iterations`` calls of ``step``; seconds per step, split into the time spent in the
+    ``loaders`` (Stopwatch-wrapped) and the rest; FLOPs of one more step; peak memory."""
+    import torch
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        step()
+    synchronize()
+    for loader in loaders:
+        loader.seconds = 0.0
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    synchronize()
+    total = (time.perf_counter() - start) / iterations
+    load = sum(loader.seconds for loader in loaders) / iterations
+    return {"s_per_it": total, "load_s_per_it": load, "compute_s_per_it": total - load,
+            "flops_per_it": _count_flops(step), "peak_memory_gb": _peak_memory_gb(device)}
+
+
 def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_name: str, device_name: str,
                     warmup: int, iterations: int, at_progress: float = 0.25) -> dict:
     import torch
@@ -93,24 +117,9 @@ def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_nam
     def step():
         trainer.train_step(next(trainer.dataloader_train))
 
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    for loader in loaders:
-        loader.seconds = 0.0
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    total = (time.perf_counter() - start) / iterations
-    load = sum(loader.seconds for loader in loaders) / iterations
-    flops = _count_flops(step)
+    timing = time_steps(step, loaders, device, warmup, iterations)
     result = {"trainer": trainer_name, "batch_labeled": trainer.batch_size,
-              "batch_unlabeled": getattr(trainer, "unlabeled_batch_size", 0) or 0,
-              "s_per_it": total, "load_s_per_it": load, "compute_s_per_it": total - load, "flops_per_it": flops,
-              "peak_memory_gb": _peak_memory_gb(device),
+              "batch_unlabeled": getattr(trainer, "unlabeled_batch_size", 0) or 0, **timing,
               "parameters": sum(p.numel() for p in trainer.network.parameters())}
     trainer.on_train_end()
     return result
@@ -139,19 +148,8 @@ def measure_pretraining(dataset_id: int, configuration: str, plans: str, method:
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
-    loader.seconds = 0.0
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    total = (time.perf_counter() - start) / iterations
-    load = loader.seconds / iterations
-    return {"trainer": f"pretrain -m {method}", "batch_labeled": batch_size, "batch_unlabeled": 0,
-            "s_per_it": total, "load_s_per_it": load, "compute_s_per_it": total - load,
-            "flops_per_it": _count_flops(step), "peak_memory_gb": _peak_memory_gb(device),
+    timing = time_steps(step, [loader], device, warmup, iterations)
+    return {"trainer": f"pretrain -m {method}", "batch_labeled": batch_size, "batch_unlabeled": 0, **timing,
             "parameters": sum(p.numel() for p in pretrainer.model.parameters())}
 
 
