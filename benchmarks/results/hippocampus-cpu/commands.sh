@@ -20,3 +20,5 @@ nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 .venv/b
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset951_Hippocampus/imagesTs -o $WORK/predictions/seed0/entmin -d 951 -c 2d -f 0 -tr nnUNetTrainerEntMin_20epochs_50its -p nnUNetPlansBench -device cpu -npp 1 -nps 1 --disable_tta
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 .venv/bin/nnUNetv2_train 951 2d 0 -tr nnUNetTrainerUAMT_20epochs_50its -p nnUNetPlansBench -device cpu
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 .venv/bin/nnunet_semi_pretrain -d 951 -c 2d -p nnUNetPlansBench -m ccm -device cpu --epochs 5 --iters-per-epoch 20 --batch-size 16
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 .venv/bin/nnUNetv2_train 951 2d 0 -tr nnUNetTrainerCCMCPS_20epochs_50its -p nnUNetPlansBench -device cpu
+# stopped at the end of the session (2026-11-23 16:00 UTC): the UA-MT, CCM pretraining and CCMCPS steps above did not finish and have no runs/*.json
