@@ -33,7 +33,6 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.losses.dtc import class_signed_distance_maps, dual_task_consistency
 from nnunet_semi.networks.feature_head import DecoderFeatureHead, sdf_head
 from nnunet_semi.networks.outputs import full_resolution, split_batch
@@ -74,8 +73,7 @@ class nnUNetTrainerDTC(nnUNetTrainerSemiSupervised):
         return DecoderFeatureHead(net, sdf_head(type(last), last.in_channels, num_output_channels - 1))
 
     def current_dtc_weight(self) -> float:
-        rampup = self.num_epochs if self.dtc_rampup_epochs is None else self.dtc_rampup_epochs
-        return self.dtc_weight * sigmoid_rampup(self.current_epoch, rampup)
+        return self.epoch_rampup(self.dtc_weight, self.dtc_rampup_epochs)
 
     def compute_losses(self, data, target, data_unlabeled):
         n_labeled = data.shape[0]

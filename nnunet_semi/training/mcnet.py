@@ -36,7 +36,7 @@ import torch
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.losses.cps import pseudo_label_agreement, sigmoid_rampup
+from nnunet_semi.losses.cps import pseudo_label_agreement
 from nnunet_semi.losses.sharpening import mutual_consistency
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.networks.two_decoder import TwoDecoderNetwork, build_two_decoder_network
@@ -73,8 +73,7 @@ class nnUNetTrainerMCNet(nnUNetTrainerSemiSupervised):
                                          inference_decoder=cls.mcnet_inference_decoder)
 
     def current_mcnet_weight(self) -> float:
-        rampup = self.num_epochs if self.mcnet_rampup_epochs is None else self.mcnet_rampup_epochs
-        return self.mcnet_weight * sigmoid_rampup(self.current_epoch, rampup)
+        return self.epoch_rampup(self.mcnet_weight, self.mcnet_rampup_epochs)
 
     def compute_losses(self, data, target, data_unlabeled):
         n_labeled = data.shape[0]

@@ -37,6 +37,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
+from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.training.logging import SemiLocalLogger
 
@@ -169,6 +170,11 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     def training_progress(self) -> float:
         """``global_step / total steps`` in [0, 1): the time axis of ramp-ups and schedules."""
         return self.global_step / float(self.num_epochs * self.num_iterations_per_epoch)
+
+    def epoch_rampup(self, weight: float, rampup_epochs: Optional[int] = None) -> float:
+        """``weight`` times the sigmoid ramp-up ``exp(-5 (1 - epoch / rampup_epochs)^2)``, per epoch, over
+        ``rampup_epochs`` (None: the whole training)."""
+        return weight * sigmoid_rampup(self.current_epoch, self.num_epochs if rampup_epochs is None else rampup_epochs)
 
     def on_train_end(self):
         if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):

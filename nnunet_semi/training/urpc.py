@@ -29,7 +29,6 @@ out in full here so that they can be checked without it.
 """
 import torch
 
-from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.losses.urpc import uncertainty_rectified_pyramid_consistency, upsample_pyramid
 from nnunet_semi.networks.outputs import split_batch
 from nnunet_semi.training.budgets import add_budget_variants
@@ -53,8 +52,7 @@ class nnUNetTrainerURPC(nnUNetTrainerSemiSupervised):
         self.urpc_nnunet_supervision = False  # True = nnU-Net's deep-supervision loss instead of the pyramid's
 
     def current_urpc_weight(self) -> float:
-        rampup = self.num_epochs if self.urpc_rampup_epochs is None else self.urpc_rampup_epochs
-        return self.urpc_weight * sigmoid_rampup(self.current_epoch, rampup)
+        return self.epoch_rampup(self.urpc_weight, self.urpc_rampup_epochs)
 
     def compute_losses(self, data, target, data_unlabeled):
         if not isinstance(target, list):
