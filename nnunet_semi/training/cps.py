@@ -26,7 +26,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.losses.cps import cross_pseudo_supervision, pseudo_label_agreement, sigmoid_rampup
+from nnunet_semi.losses.cps import cross_pseudo_supervision, pseudo_label_agreement
 from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.training.budgets import add_budget_variants
@@ -61,7 +61,7 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
         return [list(net.parameters()) for net in unwrap(self.network).members]
 
     def current_cps_weight(self) -> float:
-        return self.cps_weight * sigmoid_rampup(self.current_epoch, self.cps_rampup_epochs)
+        return self.epoch_rampup(self.cps_weight, self.cps_rampup_epochs)  # 0 epochs: constant alpha
 
     def compute_losses(self, data, target, data_unlabeled):
         n_labeled = data.shape[0]

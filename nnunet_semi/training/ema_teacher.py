@@ -17,7 +17,6 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.teacher import MeanTeacherNetwork, ema_decay, student_only_parameters
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -69,4 +68,4 @@ class nnUNetTrainerEMATeacherBase(nnUNetTrainerSemiSupervised):
             self.mean_teacher.update_teacher(ema_decay(self.global_step, self.ema_decay, self.ema_warmup))
 
     def current_consistency_weight(self) -> float:
-        return self.consistency_weight * sigmoid_rampup(self.training_progress(), self.consistency_rampup_fraction)
+        return self.step_rampup(self.consistency_weight, self.consistency_rampup_fraction)

@@ -15,7 +15,6 @@ L_sup is nnU-Net's Dice + CE with deep supervision; optimisation nnU-Net's. One 
 import torch
 
 from nnunet_semi.losses.consistency import mean_entropy
-from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -37,7 +36,7 @@ class nnUNetTrainerEntMin(nnUNetTrainerSemiSupervised):
         self.entropy_on_labeled = False
 
     def current_entropy_weight(self) -> float:
-        return self.entropy_weight * sigmoid_rampup(self.training_progress(), self.entropy_rampup_fraction)
+        return self.step_rampup(self.entropy_weight, self.entropy_rampup_fraction)
 
     def compute_losses(self, data, target, data_unlabeled):
         n_labeled = data.shape[0]

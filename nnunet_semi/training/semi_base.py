@@ -171,6 +171,11 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         """``global_step / total steps`` in [0, 1): the time axis of ramp-ups and schedules."""
         return self.global_step / float(self.num_epochs * self.num_iterations_per_epoch)
 
+    def step_rampup(self, weight: float, rampup_fraction: float) -> float:
+        """``weight`` times the sigmoid ramp-up over the first ``rampup_fraction`` of all optimizer steps (per step,
+        on :meth:`training_progress`; 0 = constant ``weight``)."""
+        return weight * sigmoid_rampup(self.training_progress(), rampup_fraction)
+
     def epoch_rampup(self, weight: float, rampup_epochs: Optional[int] = None) -> float:
         """``weight`` times the sigmoid ramp-up ``exp(-5 (1 - epoch / rampup_epochs)^2)``, per epoch, over
         ``rampup_epochs`` (None: the whole training)."""
