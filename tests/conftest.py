@@ -77,3 +77,19 @@ def hippocampus_nnunet(tmp_path_factory):
     make_small_plans(raw.name, target_plans=SMALL_PLANS, base_features=8, max_features=64,
                      batch_size={"2d": 8, "3d_fullres": 2}, preprocessed_root=env["nnUNet_preprocessed"])
     return {"root": root, "env": env, "raw": raw, "dataset": raw.name}
+
+
+@pytest.fixture(scope="session")
+def unlabeled_preprocessed(hippocampus_nnunet):
+    """``prepare(configuration)``: the unlabeled images preprocessed once per session and configuration with
+    ``nnunet_semi_preprocess_unlabeled``, before any training that reads them, so that a reference run and its
+    interrupted + resumed twin do the same work."""
+    done = set()
+
+    def prepare(configuration: str = "2d") -> None:
+        if configuration not in done:
+            run([nnunet_bin("nnunet_semi_preprocess_unlabeled"), "-d", HIPPO_ID, "-c", configuration, "-p",
+                 SMALL_PLANS, "-np", "2"], hippocampus_nnunet["env"])
+            done.add(configuration)
+
+    return prepare

@@ -40,6 +40,47 @@ def predict_and_evaluate(hippocampus_nnunet, trainer: str, configuration: str, n
     return summary
 
 
+def train_cmd(trainer: str, configuration: str = "2d") -> list:
+    """``nnUNetv2_train`` on the test dataset with the small plans, CPU."""
+    return [nnunet_bin("nnUNetv2_train"), str(HIPPO_ID), configuration, "0", "-tr", trainer, "-p", SMALL_PLANS,
+            "-device", "cpu"]
+
+
+def final_checkpoint(env: dict, dataset: str, trainer: str, configuration: str = "2d") -> dict:
+    return torch.load(result_folder(env, dataset, trainer, configuration) / "checkpoint_final.pth",
+                      map_location="cpu", weights_only=False)
+
+
+NNUNET_CURVES = ("train_losses", "val_losses", "mean_fg_dice")
+
+
+def assert_resume_is_bit_identical(hippocampus_nnunet, env_a: dict, trainer: str, configuration: str = "2d",
+                                   curves: tuple = (), name: str = None, extra_env: dict = None,
+                                   before_resume=None, kill_epoch: int = 1) -> tuple:
+    """The training of ``env_a`` (already run to the end) again in a second results folder, killed (SIGKILL) once
+    epoch ``kill_epoch`` started and continued with ``--c``: asserts that the final weights, optimizer state and curves
+    (nnU-Net's and ``curves``) equal the uninterrupted run's. ``before_resume(folder)`` may inspect the interrupted
+    folder. Returns ``(final_a, final_b, resume_process)`` for method-specific checks."""
+    dataset = hippocampus_nnunet["dataset"]
+    env_b = {**env_a, "nnUNet_results": str(hippocampus_nnunet["root"] / f"res_{name or trainer}_resumed"),
+             **(extra_env or {})}
+    cmd = train_cmd(trainer, configuration)
+    kill_at_epoch(cmd, env_b, kill_epoch)
+    folder = result_folder(env_b, dataset, trainer, configuration)
+    assert not (folder / "checkpoint_final.pth").exists()
+    if before_resume is not None:
+        before_resume(folder)
+    proc = run(cmd + ["--c"], env_b)
+
+    final_a = final_checkpoint(env_a, dataset, trainer, configuration)
+    final_b = final_checkpoint(env_b, dataset, trainer, configuration)
+    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
+    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
+    for key in NNUNET_CURVES + tuple(curves):
+        assert final_a["logging"][key] == final_b["logging"][key], key
+    return final_a, final_b, proc
+
+
 def kill_at_epoch(cmd: list, env: dict, epoch: int) -> None:
     """Start a training and SIGKILL it as soon as it logs the start of ``epoch`` (an interrupted job)."""
     proc = subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

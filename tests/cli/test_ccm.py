@@ -8,7 +8,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunet_semi.networks.pretrained import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
-from tests.helpers import predict_and_evaluate
+from tests.helpers import predict_and_evaluate, train_cmd
 
 PRETRAIN_EPOCHS = 3
 PRETRAIN_ITERS = 8
@@ -97,8 +97,7 @@ def test_ccmcps_end_to_end(hippocampus_nnunet, ccm_checkpoint):
     geometry, evaluated by nnU-Net), not accuracy: the real-data Dice floor is test_cps_train_predict_evaluate_2d's,
     accuracy comparisons belong to the benchmarks."""
     tenv = train_env(hippocampus_nnunet["env"])
-    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "2d", "0", "-tr", FINETUNE_TRAINER, "-p", SMALL_PLANS,
-                "-device", "cpu"], tenv)
+    proc = run(train_cmd(FINETUNE_TRAINER), tenv)
     assert "Initialised" in proc.stdout and ccm_checkpoint in proc.stdout
     summary = predict_and_evaluate(hippocampus_nnunet, FINETUNE_TRAINER, "2d", "pred_ccmcps")
     print(f"CCMCPS ({FINETUNE_TRAINER}) test Dice: {summary['foreground_mean']['Dice']:.4f}")

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from nnunet_semi import ext_trainer_dir
-from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
-from tests.helpers import assert_identical, kill_at_epoch, predict_and_evaluate, result_folder
+from tests.conftest import nnunet_bin, run, train_env
+from tests.helpers import assert_resume_is_bit_identical, predict_and_evaluate, result_folder, train_cmd
 
 # measured (seed 0, 2 CPU cores): see test_cps_train_predict_evaluate_2d
 DICE_FLOOR = 0.70
@@ -39,8 +39,7 @@ def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
     the budget matters; DICE_FLOOR = 0.70 leaves margin for floating-point differences between CPUs.
     """
     env, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"]
-    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "2d", "0", "-tr", TRAINER_2D, "-p", SMALL_PLANS, "-device",
-                "cpu"], {**train_env(env), "nnUNet_semi_seed": "0"})
+    proc = run(train_cmd(TRAINER_2D), {**train_env(env), "nnUNet_semi_seed": "0"})
     assert "Unlabeled stream: 40 cases, batch size 8 per step (labeled: 8)" in proc.stdout
 
     folder = result_folder(env, dataset, TRAINER_2D, "2d")
@@ -62,39 +61,25 @@ def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
 def test_cps_3d_fullres_trains_and_predicts(hippocampus_nnunet):
     """The 3D path (3d_fullres, batch 2 + 2) through train, predict and evaluate; no accuracy claim at 10 iterations."""
     env = hippocampus_nnunet["env"]
-    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "3d_fullres", "0", "-tr", TRAINER_3D, "-p", SMALL_PLANS,
-                "-device", "cpu"], train_env(env))
+    proc = run(train_cmd(TRAINER_3D, "3d_fullres"), train_env(env))
     assert "Unlabeled stream: 40 cases, batch size 2 per step (labeled: 2)" in proc.stdout
     summary = predict_and_evaluate(hippocampus_nnunet, TRAINER_3D, "3d_fullres", "pred_cps_3d")
     assert len(summary["metric_per_case"]) == 10  # every test case predicted and evaluated
 
 
-def test_resume_with_c_is_bit_identical(hippocampus_nnunet):
+def test_resume_with_c_is_bit_identical(hippocampus_nnunet, unlabeled_preprocessed):
     """2d, seeded, single-process augmentation: run A trains 4 epochs; run B is killed (SIGKILL) while in epoch 2
     and continued with --c. Final weights, optimizer state and the logged losses must be identical."""
-    env, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"]
-    root = hippocampus_nnunet["root"]
-    run([nnunet_bin("nnunet_semi_preprocess_unlabeled"), "-d", HIPPO_ID, "-c", "2d", "-p", SMALL_PLANS, "-np", "2"],
-        env)
-    cmd = [nnunet_bin("nnUNetv2_train"), str(HIPPO_ID), "2d", "0", "-tr", TRAINER_RESUME, "-p", SMALL_PLANS,
-           "-device", "cpu"]
-    envs = {}
-    for name in ("uninterrupted", "interrupted"):
-        envs[name] = {**train_env(env), "nnUNet_semi_seed": "1234", "nnUNet_results": str(root / f"res_{name}")}
+    unlabeled_preprocessed("2d")
+    env_a = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "1234",
+             "nnUNet_results": str(hippocampus_nnunet["root"] / "res_uninterrupted")}
+    run(train_cmd(TRAINER_RESUME), env_a)
 
-    run(cmd, envs["uninterrupted"])
+    def interrupted(folder):
+        latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+        assert latest["current_epoch"] == 2
 
-    kill_at_epoch(cmd, envs["interrupted"], 2)
-    folder_b = result_folder(envs["interrupted"], dataset, TRAINER_RESUME, "2d")
-    assert not (folder_b / "checkpoint_final.pth").exists()
-    latest = torch.load(folder_b / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
-    assert latest["current_epoch"] == 2
-    run(cmd + ["--c"], envs["interrupted"])
-
-    final_a, final_b = (torch.load(result_folder(envs[n], dataset, TRAINER_RESUME, "2d") / "checkpoint_final.pth",
-                                   map_location="cpu", weights_only=False) for n in ("uninterrupted", "interrupted"))
-    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
-    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
-    for key in ("train_losses", "val_losses", "cps_losses", "pseudo_label_agreement", "mean_fg_dice"):
-        assert final_a["logging"][key] == final_b["logging"][key], key
+    final_a, final_b, _ = assert_resume_is_bit_identical(
+        hippocampus_nnunet, env_a, TRAINER_RESUME, curves=("cps_losses", "pseudo_label_agreement"), name="cps",
+        before_resume=interrupted, kill_epoch=2)
     assert final_a["current_epoch"] == final_b["current_epoch"] == 4

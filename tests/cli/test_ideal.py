@@ -10,7 +10,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunet_semi.networks.pretrained import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
-from tests.helpers import predict_and_evaluate
+from tests.helpers import predict_and_evaluate, train_cmd
 
 PRETRAIN_EPOCHS = 3
 PRETRAIN_ITERS = 8
@@ -96,8 +96,7 @@ def test_ideal_end_to_end(hippocampus_nnunet, ideal_checkpoint):
     decoders) and evaluate. A 40-iteration CPU budget proves the pipeline, not accuracy."""
     env, dataset = hippocampus_nnunet["env"], hippocampus_nnunet["dataset"]
     tenv = train_env(env)
-    proc = run([nnunet_bin("nnUNetv2_train"), HIPPO_ID, "2d", "0", "-tr", TRAINER, "-p", SMALL_PLANS, "-device",
-                "cpu"], tenv)
+    proc = run(train_cmd(TRAINER), tenv)
     assert "Initialised" in proc.stdout and ideal_checkpoint in proc.stdout
     results = os.path.join(env["nnUNet_results"], dataset, f"{TRAINER}__{SMALL_PLANS}__2d")
     final = torch.load(join(results, "fold_0", "checkpoint_final.pth"), map_location="cpu", weights_only=False)

@@ -12,7 +12,7 @@ from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunet_semi.networks.pretrained import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
-from tests.helpers import assert_identical, kill_at_epoch, predict_and_evaluate, result_folder
+from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
 
 EPOCHS, ITERS = 3, 4
 TRAINER = "nnUNetTrainerMMGL_2epochs_5its"
@@ -107,27 +107,17 @@ def test_stage3_trainer_starts_from_stage2(hippocampus_nnunet, stage2, monkeypat
     assert trainer.loss.weight_factors == pytest.approx((0.4, 0.3, 0.3)) and trainer.loss.loss.weight_ce == 0
 
 
-def _train_cmd():
-    return [nnunet_bin("nnUNetv2_train"), str(HIPPO_ID), "2d", "0", "-tr", TRAINER, "-p", SMALL_PLANS, "-device",
-            "cpu"]
-
-
-def _final(env, dataset):
-    return torch.load(result_folder(env, dataset, TRAINER, "2d") / "checkpoint_final.pth", map_location="cpu",
-                      weights_only=False)
-
-
 @pytest.fixture(scope="module")
 def trained(hippocampus_nnunet, stage2):
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "3"}
-    return env, run(_train_cmd(), env)
+    return env, run(train_cmd(TRAINER), env)
 
 
 def test_mmgl_trains_predicts_evaluates(hippocampus_nnunet, stage2, trained):
     env, proc = trained
     assert "Initialised" in proc.stdout and stage2 in proc.stdout
     assert "Unlabeled stream" not in proc.stdout  # fine-tuning on labeled data only
-    checkpoint = _final(env, hippocampus_nnunet["dataset"])
+    checkpoint = final_checkpoint(env, hippocampus_nnunet["dataset"], TRAINER)
     assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 2
     curve = checkpoint["logging"]["dice_loss_full_res"]
     assert len(curve) == 2 and all(-1 <= v <= 0 for v in curve)  # nnU-Net's soft Dice loss is -Dice
@@ -140,17 +130,8 @@ def test_mmgl_resume_with_c_is_bit_identical(hippocampus_nnunet, stage2, trained
     """Killed (SIGKILL) once epoch 1 started, continued with --c: the weights, optimizer state and curves of the
     uninterrupted run (same stage-2 weights, named by nnUNet_semi_pretrained in the other results folder)."""
     env_a, _ = trained
-    dataset = hippocampus_nnunet["dataset"]
-    env_b = {**env_a, "nnUNet_results": str(hippocampus_nnunet["root"] / "res_mmgl_resumed"),
-             "nnUNet_semi_pretrained": stage2}
-    kill_at_epoch(_train_cmd(), env_b, 1)
-    assert not (result_folder(env_b, dataset, TRAINER, "2d") / "checkpoint_final.pth").exists()
-    run(_train_cmd() + ["--c"], env_b)
-    final_a, final_b = _final(env_a, dataset), _final(env_b, dataset)
-    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
-    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
-    for key in ("train_losses", "val_losses", "mean_fg_dice", "dice_loss_full_res"):
-        assert final_a["logging"][key] == final_b["logging"][key], key
+    assert_resume_is_bit_identical(hippocampus_nnunet, env_a, TRAINER, curves=("dice_loss_full_res",), name="mmgl",
+                                   extra_env={"nnUNet_semi_pretrained": stage2})
 
 
 def test_simclr_is_stage1_on_the_last_stage_and_main_view(hippocampus_nnunet, monkeypatch):

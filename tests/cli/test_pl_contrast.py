@@ -12,30 +12,20 @@ import pytest
 import torch
 
 from nnunet_semi.training.semi_base import CHECKPOINT_KEY
-from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
-from tests.helpers import assert_identical, kill_at_epoch, predict_and_evaluate, result_folder
+from tests.conftest import run, train_env
+from tests.helpers import assert_identical, assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, \
+    train_cmd
 
 TRAINER = "nnUNetTrainerPLContrast_2epochs_5its"
 CURVES = ("sup_losses", "contrastive_losses", "pseudo_label_accepted", "joint_stage")
 
 
-def _train_cmd():
-    return [nnunet_bin("nnUNetv2_train"), str(HIPPO_ID), "2d", "0", "-tr", TRAINER, "-p", SMALL_PLANS,
-            "-device", "cpu"]
-
-
-def _final_checkpoint(env, dataset):
-    return torch.load(result_folder(env, dataset, TRAINER, "2d") / "checkpoint_final.pth", map_location="cpu",
-                      weights_only=False)
-
-
 @pytest.fixture(scope="module")
-def trained(hippocampus_nnunet):
+def trained(hippocampus_nnunet, unlabeled_preprocessed):
     """One uninterrupted seeded training run: the pipeline test's model and the resume test's reference."""
-    run([nnunet_bin("nnunet_semi_preprocess_unlabeled"), "-d", HIPPO_ID, "-c", "2d", "-p", SMALL_PLANS, "-np", "2"],
-        hippocampus_nnunet["env"])
+    unlabeled_preprocessed("2d")
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "7"}
-    return env, run(_train_cmd(), env)
+    return env, run(train_cmd(TRAINER), env)
 
 
 def test_pl_contrast_trains_predicts_evaluates(hippocampus_nnunet, trained):
@@ -44,7 +34,7 @@ def test_pl_contrast_trains_predicts_evaluates(hippocampus_nnunet, trained):
     assert "pseudo-labels (re-)estimated at iterations [2, 4, 6] of 10" in proc.stdout
     for step, t in enumerate((2, 4, 6), 1):
         assert f"Pseudo-labeling step {step}: pseudo-labeler = the network at iteration {t}" in proc.stdout
-    checkpoint = _final_checkpoint(env, hippocampus_nnunet["dataset"])
+    checkpoint = final_checkpoint(env, hippocampus_nnunet["dataset"], TRAINER)
     assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 2
     assert any(k.startswith("contrastive_head.") for k in checkpoint["network_weights"])
     state = checkpoint[CHECKPOINT_KEY]["method_state"]
@@ -67,20 +57,13 @@ def test_pl_contrast_resume_with_c_is_bit_identical(hippocampus_nnunet, trained)
     """Killed (SIGKILL) once epoch 1 started, continued with --c: the weights, optimizer state, curves and
     pseudo-labeler of the uninterrupted run."""
     env_a, _ = trained
-    dataset = hippocampus_nnunet["dataset"]
-    env_b = {**env_a, "nnUNet_results": str(hippocampus_nnunet["root"] / "res_pl_contrast_resumed")}
-    kill_at_epoch(_train_cmd(), env_b, 1)
-    folder = result_folder(env_b, dataset, TRAINER, "2d")
-    assert not (folder / "checkpoint_final.pth").exists()
-    latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
-    assert latest[CHECKPOINT_KEY]["method_state"]["pseudo_label_refreshes"] == [2, 4]  # labels iteration 5
-    proc = run(_train_cmd() + ["--c"], env_b)
-    assert "pseudo-labeler = the network at iteration 4" not in proc.stdout  # restored, not re-estimated
 
-    final_a, final_b = _final_checkpoint(env_a, dataset), _final_checkpoint(env_b, dataset)
-    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
-    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
+    def interrupted(folder):
+        latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+        assert latest[CHECKPOINT_KEY]["method_state"]["pseudo_label_refreshes"] == [2, 4]  # labels iteration 5
+
+    final_a, final_b, proc = assert_resume_is_bit_identical(hippocampus_nnunet, env_a, TRAINER, curves=CURVES,
+                                                            name="pl_contrast", before_resume=interrupted)
+    assert "pseudo-labeler = the network at iteration 4" not in proc.stdout  # restored, not re-estimated
     assert_identical(final_a[CHECKPOINT_KEY]["method_state"], final_b[CHECKPOINT_KEY]["method_state"],
                      "method_state")
-    for key in ("train_losses", "val_losses", "mean_fg_dice") + CURVES:
-        assert final_a["logging"][key] == final_b["logging"][key], key

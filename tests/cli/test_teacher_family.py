@@ -11,14 +11,15 @@ import math
 import pytest
 import torch
 
-from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
-from tests.helpers import assert_identical, kill_at_epoch, predict_and_evaluate, result_folder
+from tests.conftest import run, train_env
+from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
 
 CURVES = {
     "nnUNetTrainerMeanTeacher": ("sup_losses", "consistency_losses", "consistency_weights"),
     "nnUNetTrainerUAMT": ("sup_losses", "consistency_losses", "consistency_weights", "certain_fraction"),
     "nnUNetTrainerEntMin": ("sup_losses", "entropy_losses", "entropy_weights"),
-    "nnUNetTrainerBCP": ("labeled_region_losses", "pseudo_region_losses", "self_training_stage"),
+    "nnUNetTrainerBCP": ("labeled_region_losses", "pseudo_region_losses", "self_training_stage",
+                         "pseudo_label_foreground"),
 }
 WITH_TEACHER = ("nnUNetTrainerMeanTeacher", "nnUNetTrainerUAMT", "nnUNetTrainerBCP")
 
@@ -27,37 +28,21 @@ def _trainer(method: str) -> str:
     return f"{method}_2epochs_5its"
 
 
-def _train_cmd(method: str):
-    return [nnunet_bin("nnUNetv2_train"), str(HIPPO_ID), "2d", "0", "-tr", _trainer(method), "-p", SMALL_PLANS,
-            "-device", "cpu"]
-
-
-def _final_checkpoint(env, dataset, method):
-    return torch.load(result_folder(env, dataset, _trainer(method), "2d") / "checkpoint_final.pth",
-                      map_location="cpu", weights_only=False)
-
-
-@pytest.fixture(scope="module")
-def unlabeled_2d(hippocampus_nnunet):
-    # preprocess the unlabeled images once beforehand, so that the reference and the resumed runs do the same work
-    run([nnunet_bin("nnunet_semi_preprocess_unlabeled"), "-d", HIPPO_ID, "-c", "2d", "-p", SMALL_PLANS, "-np", "2"],
-        hippocampus_nnunet["env"])
-
-
 @pytest.fixture(scope="module", params=list(CURVES))
-def trained(request, hippocampus_nnunet, unlabeled_2d):
+def trained(request, hippocampus_nnunet, unlabeled_preprocessed):
     """One uninterrupted seeded run per trainer: the pipeline test's model and the resume test's reference."""
     method = request.param
+    unlabeled_preprocessed("2d")
     # the fixture's own results folder: nnUNetv2_predict in predict_and_evaluate looks there
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "3"}
-    return method, env, run(_train_cmd(method), env)
+    return method, env, run(train_cmd(_trainer(method)), env)
 
 
 def test_trains_predicts_evaluates(hippocampus_nnunet, trained):
     method, env, proc = trained
     dataset = hippocampus_nnunet["dataset"]
     assert "Unlabeled stream: 40 cases, batch size 8 per step (labeled: 8)" in proc.stdout
-    checkpoint = _final_checkpoint(env, dataset, method)
+    checkpoint = final_checkpoint(env, dataset, _trainer(method))
     assert checkpoint["trainer_name"] == _trainer(method) and checkpoint["current_epoch"] == 2
     weights = checkpoint["network_weights"]
     logging = checkpoint["logging"]
@@ -81,6 +66,7 @@ def test_trains_predicts_evaluates(hippocampus_nnunet, trained):
     if method == "nnUNetTrainerBCP":
         assert logging["self_training_stage"] == [0.0, 1.0]  # 2 epochs: 1 labeled pre-training + 1 self-training
         assert logging["pseudo_region_losses"][0] == 0.0 < logging["pseudo_region_losses"][1]
+        assert logging["pseudo_label_foreground"][0] == 0.0 <= logging["pseudo_label_foreground"][1] <= 1.0
     if method in ("nnUNetTrainerMeanTeacher", "nnUNetTrainerUAMT"):
         assert 0 < logging["consistency_weights"][0] < logging["consistency_weights"][1] <= 0.1
     if method == "nnUNetTrainerUAMT":
@@ -95,14 +81,4 @@ def test_resume_with_c_is_bit_identical(hippocampus_nnunet, trained):
     """Killed (SIGKILL) once epoch 1 started, continued with --c: the weights (student and teacher), optimizer state
     and curves of the uninterrupted run."""
     method, env_a, _ = trained
-    dataset = hippocampus_nnunet["dataset"]
-    env_b = {**env_a, "nnUNet_results": str(hippocampus_nnunet["root"] / f"res_{method}_resumed")}
-    kill_at_epoch(_train_cmd(method), env_b, 1)
-    assert not (result_folder(env_b, dataset, _trainer(method), "2d") / "checkpoint_final.pth").exists()
-    run(_train_cmd(method) + ["--c"], env_b)
-
-    final_a, final_b = _final_checkpoint(env_a, dataset, method), _final_checkpoint(env_b, dataset, method)
-    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
-    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
-    for key in ("train_losses", "val_losses", "mean_fg_dice") + CURVES[method]:
-        assert final_a["logging"][key] == final_b["logging"][key], key
+    assert_resume_is_bit_identical(hippocampus_nnunet, env_a, _trainer(method), curves=CURVES[method], name=method)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
-from tests.helpers import assert_identical, kill_at_epoch, predict_and_evaluate, result_folder
+from tests.conftest import SMALL_PLANS, run, train_env
+from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
 
 #: trainer -> (its method curves, the top-level keys of network_weights)
 METHODS = {
@@ -25,36 +25,20 @@ METHODS = {
 BUDGET = "_2epochs_5its"
 
 
-def _train_cmd(trainer):
-    return [nnunet_bin("nnUNetv2_train"), str(HIPPO_ID), "2d", "0", "-tr", trainer + BUDGET, "-p", SMALL_PLANS,
-            "-device", "cpu"]
-
-
-def _final_checkpoint(env, dataset, trainer):
-    return torch.load(result_folder(env, dataset, trainer + BUDGET, "2d") / "checkpoint_final.pth",
-                      map_location="cpu", weights_only=False)
-
-
-@pytest.fixture(scope="module")
-def unlabeled_2d(hippocampus_nnunet):
-    # preprocess the unlabeled images beforehand, so that the reference and the resumed run do the same work
-    run([nnunet_bin("nnunet_semi_preprocess_unlabeled"), "-d", HIPPO_ID, "-c", "2d", "-p", SMALL_PLANS, "-np", "2"],
-        hippocampus_nnunet["env"])
-
-
 @pytest.fixture(scope="module", params=list(METHODS))
-def trained(request, hippocampus_nnunet, unlabeled_2d):
+def trained(request, hippocampus_nnunet, unlabeled_preprocessed):
     """One uninterrupted seeded training run per trainer: the pipeline test's model and the resume reference."""
     trainer = request.param
+    unlabeled_preprocessed("2d")
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "7"}
-    return trainer, env, run(_train_cmd(trainer), env)
+    return trainer, env, run(train_cmd(trainer + BUDGET), env)
 
 
 def test_trains_predicts_evaluates(hippocampus_nnunet, trained):
     trainer, env, proc = trained
     curves, top_keys = METHODS[trainer]
     assert "Unlabeled stream: 40 cases, batch size 8 per step (labeled: 8)" in proc.stdout
-    checkpoint = _final_checkpoint(env, hippocampus_nnunet["dataset"], trainer)
+    checkpoint = final_checkpoint(env, hippocampus_nnunet["dataset"], trainer + BUDGET)
     assert checkpoint["trainer_name"] == trainer + BUDGET and checkpoint["current_epoch"] == 2
     assert {k.split(".")[0] for k in checkpoint["network_weights"]} == top_keys
     for key in curves:
@@ -72,17 +56,8 @@ def test_resume_with_c_is_bit_identical(hippocampus_nnunet, trained):
     """Killed (SIGKILL) once epoch 1 started, continued with --c: the weights, optimizer state and curves of the
     uninterrupted run."""
     trainer, env_a, _ = trained
-    dataset = hippocampus_nnunet["dataset"]
-    env_b = {**env_a, "nnUNet_results": str(hippocampus_nnunet["root"] / f"res_{trainer}_resumed")}
-    kill_at_epoch(_train_cmd(trainer), env_b, 1)
-    assert not (result_folder(env_b, dataset, trainer + BUDGET, "2d") / "checkpoint_final.pth").exists()
-    run(_train_cmd(trainer) + ["--c"], env_b)
-
-    final_a, final_b = _final_checkpoint(env_a, dataset, trainer), _final_checkpoint(env_b, dataset, trainer)
-    assert_identical(final_a["network_weights"], final_b["network_weights"], "network_weights")
-    assert_identical(final_a["optimizer_state"], final_b["optimizer_state"], "optimizer_state")
-    for key in ("train_losses", "val_losses", "mean_fg_dice") + METHODS[trainer][0]:
-        assert final_a["logging"][key] == final_b["logging"][key], key
+    assert_resume_is_bit_identical(hippocampus_nnunet, env_a, trainer + BUDGET, curves=METHODS[trainer][0],
+                                   name=trainer)
 
 
 # ---------------------------------------------------------------------------------------------- 3d_fullres, in-process
