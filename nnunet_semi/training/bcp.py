@@ -31,6 +31,16 @@ stage 2 with a new SGD); the unlabeled stream is read (and ignored) during pre-t
 pairing uses every labeled patch as outer image once (the paper mixes one half into the other).
 
 Inference (validation, ``nnUNetv2_predict``): the student, as in the paper's code (it saves and tests the student).
+
+The stage switch needs a teacher that already predicts foreground: the pseudo-labels of a background-only teacher
+teach background only (weighted alpha on half of every mixed image) and self-training does not recover. The curve
+``pseudo_label_foreground`` shows the teacher's foreground fraction per epoch, and the first self-training step
+logs a warning when it is 0. Measured on MSD Hippocampus (2d, 8..64 features, 20 x 50 iterations, seed 0,
+``benchmarks/results/hippocampus-cpu``): copy-paste pre-training learns more slowly than plain nnU-Net training on
+these small patches (first foreground on the validation case at epoch 7 instead of 4; the posterior class not at all
+in 1000 iterations), so after the default 250 pre-training iterations the teacher predicted background only and BCP
+ended at Dice 0; with half the epochs as pre-training it reached the copy-paste stage's own level. Pre-train longer
+(``pretrain_fraction``, or more iterations) where a short budget is used.
 """
 import torch
 
@@ -50,6 +60,7 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
         "labeled_region_losses": "Dice+CE on labeled regions",
         "pseudo_region_losses": "Dice+CE on pseudo-labeled regions (0 in pre-training)",
         "self_training_stage": "stage (0 = labeled pre-training, 1 = self-training)",
+        "pseudo_label_foreground": "foreground fraction of the teacher's pseudo-labels (0 in pre-training)",
     }
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -61,6 +72,7 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
         self.pseudo_label_largest_cc = True
         self.ema_decay = 0.99
         self.ema_warmup = False  # BCP's EMA uses the constant decay
+        self._teacher_checked = False  # the first self-training step checks that the teacher predicts foreground
 
     def initialize(self):
         super().initialize()
@@ -124,10 +136,20 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
             l_outer, l_inner = self.region_loss(out, y, y.roll(half, 0), mask, 1.0, 1.0)
             total = 0.5 * (l_outer + l_inner)
             return total, total, {"labeled_region_losses": 0.5 * (l_outer + l_inner).item(),
-                                  "pseudo_region_losses": 0.0, "self_training_stage": 0.0}
+                                  "pseudo_region_losses": 0.0, "self_training_stage": 0.0,
+                                  "pseudo_label_foreground": 0.0}
 
         u = data_unlabeled[:n]
         y_hat = self.pseudo_labels(u)
+        foreground = (y_hat > 0).float().mean().item()
+        if not self._teacher_checked:
+            self._teacher_checked = True
+            if foreground == 0.0:
+                self.print_to_log_file(
+                    "WARNING (BCP): the teacher (the student after labeled pre-training) predicts background only on "
+                    "the first self-training batch, so its pseudo-labels teach background only and self-training "
+                    "usually does not recover. Pre-train longer: raise pretrain_fraction or train more epochs / "
+                    "iterations (benchmarks/README.md: MSD Hippocampus after 250 pre-training iterations).")
         x_in = copy_paste(u[:half], data[:half], mask)  # unlabeled outside, labeled crop inside
         x_out = copy_paste(data[half:], u[half:], mask)  # labeled outside, unlabeled crop inside
         out_in, out_out = split_batch(self.network(torch.cat((x_in, x_out))), half)
@@ -137,7 +159,7 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
         total = 0.5 * (p_in + l_in + l_out + p_out)
         return total, total, {"labeled_region_losses": 0.5 * (l_in + l_out).item(),
                               "pseudo_region_losses": 0.5 * (p_in + p_out).item() / alpha,
-                              "self_training_stage": 1.0}
+                              "self_training_stage": 1.0, "pseudo_label_foreground": foreground}
 
 
 BCP_VARIANTS = add_budget_variants(nnUNetTrainerBCP)

@@ -465,3 +465,33 @@ def test_registered_with_budget_variants():
         assert name in TRAINERS and f"{name}_2epochs_5its" in TRAINERS and f"{name}_100epochs" in TRAINERS
         assert TRAINERS[f"{name}_2epochs_5its"].__module__ == TRAINERS[name].__module__
     assert "nnUNetTrainerMeanTeacher_evalTeacher" in TRAINERS
+
+
+def test_bcp_logs_the_pseudo_label_foreground_and_warns_once_about_a_background_only_teacher(make_trainer):
+    """A teacher that predicts background only (here: its background bias set huge) makes pseudo-labels without
+    foreground; the first self-training step says so in the log (once), and the curve shows the fraction."""
+    trainer = make_trainer("nnUNetTrainerBCP", 2)
+    logged = []
+    trainer.print_to_log_file = lambda *args, **kwargs: logged.append(" ".join(map(str, args)))
+    x, target, xu = _batch(trainer)
+    trainer.current_epoch = 0
+    assert trainer.compute_losses(x, target, xu)[2]["pseudo_label_foreground"] == 0.0
+    trainer.current_epoch = 1
+    with torch.no_grad():
+        for name, p in trainer.mean_teacher.teacher.named_parameters():
+            if name.startswith("decoder.seg_layers.") and name.endswith("bias"):
+                p.copy_(torch.tensor([1e4, 0.0, 0.0]))
+    for _ in range(2):
+        assert trainer.compute_losses(x, target, xu)[2]["pseudo_label_foreground"] == 0.0
+    assert len([m for m in logged if "predicts background only" in m]) == 1
+
+    # a teacher that predicts foreground: the measured fraction, and no warning
+    trainer._teacher_checked, logged[:] = False, []
+    with torch.no_grad():
+        for name, p in trainer.mean_teacher.teacher.named_parameters():
+            if name.startswith("decoder.seg_layers.") and name.endswith("bias"):
+                p.copy_(torch.tensor([0.0, 0.0, 0.0]))
+    y_hat = trainer.pseudo_labels(xu)
+    fraction = trainer.compute_losses(x, target, xu)[2]["pseudo_label_foreground"]
+    assert fraction == pytest.approx((y_hat > 0).float().mean().item()) and fraction > 0
+    assert not logged
