@@ -151,14 +151,17 @@ class Runner:
         base = Path(env["nnUNet_results"]) / self.raw.name
         found = sorted(base.glob(f"*Pretrain__{self.profile.plans}__{self.profile.configuration}/fold_0/"
                                  f"checkpoint_final.pth"))
-        return next((path for path in found if self._pretraining_method(path) == pre_method), None)
+        from pretraining.cli import PRETRAINERS
+
+        wanted = PRETRAINERS[pre_method].method_name  # what the checkpoint records (e.g. "MMGLGlobal")
+        return next((path for path in found if self._pretraining_method(path) == wanted), None)
 
     @staticmethod
     def _pretraining_method(path: Path) -> str:
         import torch
 
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        return str(checkpoint["pretraining"]["method"]).lower()
+        return str(checkpoint["pretraining"]["method"])
 
     @staticmethod
     def _train_log_timing(fold: Path) -> dict:
@@ -216,6 +219,9 @@ def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
           f"--profile {profile.name}`; the exact commands are in `commands.sh`. Wall times are in `runs/*.json` (they "
           f"depend on what else the machine ran); the cost of each method per iteration is measured separately in "
           f"`cost.md`.", "", table, ""]
+    reading = results / "reading.md"  # the hand-written interpretation of these numbers, kept across re-runs
+    if reading.is_file():
+        md += [reading.read_text().rstrip(), ""]
     (results / "results.md").write_text("\n".join(md))
 
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(by_method)), 4.5))

@@ -37,3 +37,36 @@ def test_aggregate_reports_mean_std_and_gain(tmp_path):
     csv = (tmp_path / "results.csv").read_text().splitlines()
     assert csv[0].startswith("method,trainer,seeds,dice_mean") and len(csv) == 3
     assert json.loads(json.dumps(records))  # records are plain JSON (what runs/*.json hold)
+
+
+def test_aggregate_keeps_the_hand_written_reading(tmp_path):
+    profile = PROFILES["hippocampus-cpu"]
+    records = [_record("labeled_only", 0, (0.6, 0.5, 0.55))]
+    aggregate(profile, records, tmp_path)
+    assert "Reading" not in (tmp_path / "results.md").read_text()
+    (tmp_path / "reading.md").write_text("Reading: the interpretation.\n")
+    table = aggregate(profile, records, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert text.index(table) < text.index("Reading: the interpretation.")
+
+
+def test_pretraining_checkpoints_are_found_by_the_method_they_record(tmp_path):
+    """``mmgl_global`` and ``mmgl_local`` write checkpoints recording "MMGLGlobal" / "MMGLLocal": each method key
+    finds its own checkpoint (and none before it exists), so a re-run does not repeat a finished pretraining."""
+    import torch
+
+    from benchmarks.run import Runner
+
+    profile = PROFILES["hippocampus-cpu"]
+    runner = Runner(profile, tmp_path / "work", tmp_path / "results")
+    runner.raw = tmp_path / "Dataset951_Hippocampus"
+    env = runner.seed_env(0)
+    assert runner._pretrain_checkpoint(env, "mmgl_global") is None
+    paths = {}
+    for method, name in (("mmgl_global", "MMGLGlobal"), ("mmgl_local", "MMGLLocal"), ("ccm", "CCM")):
+        folder = tmp_path / "work" / "results_seed0" / runner.raw.name / f"{name}Pretrain__{profile.plans}__2d" / "fold_0"
+        folder.mkdir(parents=True)
+        torch.save({"pretraining": {"method": name}, "network_weights": {}}, folder / "checkpoint_final.pth")
+        paths[method] = folder / "checkpoint_final.pth"
+    for method, path in paths.items():
+        assert runner._pretrain_checkpoint(env, method) == path
