@@ -33,14 +33,17 @@ pairing uses every labeled patch as outer image once (the paper mixes one half i
 Inference (validation, ``nnUNetv2_predict``): the student, as in the paper's code (it saves and tests the student).
 
 The stage switch needs a teacher that already predicts foreground: the pseudo-labels of a background-only teacher
-teach background only (weighted alpha on half of every mixed image) and self-training does not recover. The curve
+teach background only (weighted alpha on half of every mixed image), which holds self-training back or keeps it at
+background. The curve
 ``pseudo_label_foreground`` shows the teacher's foreground fraction per epoch, and the first self-training step
 logs a warning when it is 0. Measured on MSD Hippocampus (2d, 8..64 features, 20 x 50 iterations, seed 0,
 ``benchmarks/results/hippocampus-cpu``): copy-paste pre-training learns more slowly than plain nnU-Net training on
-these small patches (first foreground on the validation case at epoch 7 instead of 4; the posterior class not at all
+these small patches (first foreground on the validation case at epoch 7 instead of 5; the posterior class not at all
 in 1000 iterations), so after the default 250 pre-training iterations the teacher predicted background only and BCP
-ended at Dice 0; with half the epochs as pre-training it reached the copy-paste stage's own level. Pre-train longer
-(``pretrain_fraction``, or more iterations) where a short budget is used.
+ended at Dice 0; with half the epochs as pre-training it reached the copy-paste stage's own level. On ACDC (same
+budget, ``benchmarks/results/acdc-cpu``) the teacher also started background-only but the left ventricle emerged
+during self-training; RV and myocardium did not. Pre-train longer (``pretrain_fraction``, or more iterations) where
+a short budget is used.
 """
 import torch
 
@@ -147,9 +150,10 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
             if foreground == 0.0:
                 self.print_to_log_file(
                     "WARNING (BCP): the teacher (the student after labeled pre-training) predicts background only on "
-                    "the first self-training batch, so its pseudo-labels teach background only and self-training "
-                    "usually does not recover. Pre-train longer: raise pretrain_fraction or train more epochs / "
-                    "iterations (benchmarks/README.md: MSD Hippocampus after 250 pre-training iterations).")
+                    "the first self-training batch, so its pseudo-labels teach background only, which holds "
+                    "self-training back or keeps it at background. Pre-train longer: raise pretrain_fraction or train "
+                    "more epochs / iterations (benchmarks/README.md: MSD Hippocampus after 250 pre-training "
+                    "iterations).")
         x_in = copy_paste(u[:half], data[:half], mask)  # unlabeled outside, labeled crop inside
         x_out = copy_paste(data[half:], u[half:], mask)  # labeled outside, unlabeled crop inside
         out_in, out_out = split_batch(self.network(torch.cat((x_in, x_out))), half)
