@@ -194,23 +194,31 @@ def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
         return float(np.mean(values)), float(np.std(values)), len(values)
 
     base = by_method.get("labeled_only")
-    base_dice = stat(base, "mean", "dice")[0] if base else None
-    header = ["method", "trainer", "seeds", "mean Dice (%)", "gain vs labeled-only (points)"] + \
+    base_by_seed = {r["seed"]: r["summary"]["mean"]["dice"]["mean"] for r in base or []}
+
+    def gain(rs) -> str:
+        """Paired with the labeled-only run of the same seed: mean over the shared seeds (seed variance is large on
+        short budgets, so a one-seed row is compared with the baseline's run of that seed, not its mean)."""
+        diffs = [r["summary"]["mean"]["dice"]["mean"] - base_by_seed[r["seed"]]
+                 for r in rs if r["seed"] in base_by_seed]
+        return f"{100 * float(np.mean(diffs)):+.2f} ({len(diffs)})" if diffs else ""
+
+    header = ["method", "trainer", "seeds", "mean Dice (%)", "gain vs labeled-only, same seeds (points, n)"] + \
         [f"Dice {n} (%)" for n in names] + ["HD95 (mm)", "ASSD (mm)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     csv = [",".join(["method", "trainer", "seeds", "dice_mean", "dice_std", "gain"] + [f"dice_{n}" for n in names]
                     + ["hd95", "assd"])]
     for key, rs in by_method.items():
         d, s, n = stat(rs, "mean", "dice")
-        gain = "" if base_dice is None or key == "labeled_only" else f"{100 * (d - base_dice):+.2f}"
+        paired = "" if key == "labeled_only" else gain(rs)
         per_class = [stat(rs, name, "dice") for name in names]
         hd, assd = stat(rs, "mean", "hd95"), stat(rs, "mean", "assd")
         pm = (lambda m, sd: f"{100 * m:.2f} ± {100 * sd:.2f}") if n > 1 else (lambda m, sd: f"{100 * m:.2f}")
-        lines.append("| " + " | ".join([key, rs[0]["trainer"], str(n), pm(d, s), gain or "—"]
+        lines.append("| " + " | ".join([key, rs[0]["trainer"], str(n), pm(d, s), paired or "—"]
                                        + [pm(m, sd) for m, sd, _ in per_class]
                                        + [f"{hd[0]:.2f}", f"{assd[0]:.2f}"]) + " |")
-        csv.append(",".join(map(str, [key, rs[0]["trainer"], n, d, s, gain] + [m for m, _, _ in per_class]
-                                + [hd[0], assd[0]])))
+        csv.append(",".join(map(str, [key, rs[0]["trainer"], n, d, s, paired.split(" ")[0]]
+                                + [m for m, _, _ in per_class] + [hd[0], assd[0]])))
     table = "\n".join(lines)
     (results / "results.csv").write_text("\n".join(csv) + "\n")
     md = [f"# {profile.name}", "", profile.description, "",
@@ -230,8 +238,8 @@ def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
     stds = [100 * stat(by_method[k], "mean", "dice")[1] for k in keys]
     colors = ["0.6" if k == "labeled_only" else "tab:blue" for k in keys]
     ax.bar(range(len(keys)), means, yerr=stds, color=colors, capsize=4)
-    if base_dice is not None:
-        ax.axhline(100 * base_dice, color="0.3", linestyle="--", linewidth=1, label="labeled-only")
+    if base:
+        ax.axhline(100 * stat(base, "mean", "dice")[0], color="0.3", linestyle="--", linewidth=1, label="labeled-only")
         ax.legend()
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels(keys, rotation=30, ha="right")

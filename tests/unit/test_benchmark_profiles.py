@@ -28,14 +28,18 @@ def _record(method, seed, dice):
 def test_aggregate_reports_mean_std_and_gain(tmp_path):
     profile = PROFILES["hippocampus-cpu"]
     records = [_record("labeled_only", 0, (0.6, 0.5, 0.55)), _record("labeled_only", 1, (0.6, 0.5, 0.65)),
-               _record("cps", 0, (0.7, 0.6, 0.65))]
+               _record("cps", 0, (0.7, 0.6, 0.65)), _record("mcnet", 0, (0.7, 0.6, 0.65)),
+               _record("mcnet", 1, (0.7, 0.6, 0.70)), _record("urpc", 5, (0.7, 0.6, 0.9))]
     table = aggregate(profile, records, tmp_path)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
     assert "60.00 ± 5.00" in rows["labeled_only"]  # mean over two seeds of 0.55 / 0.65, population std
-    assert "| +5.00 |" in rows["cps"] and "| 1 |" in rows["cps"]  # 65 - 60 points, one seed
+    # gains are paired by seed: cps seed 0 against labeled-only seed 0 (65 - 55), not against its 2-seed mean
+    assert "| +10.00 (1) |" in rows["cps"] and "| 1 |" in rows["cps"]
+    assert "| 67.50 ± 2.50 | +7.50 (2) |" in rows["mcnet"]  # ((65 - 55) + (70 - 65)) / 2
+    assert "| 90.00 | — |" in rows["urpc"]  # no labeled-only run of seed 5: no gain
     assert (tmp_path / "dice.png").is_file() and (tmp_path / "results.md").is_file()
     csv = (tmp_path / "results.csv").read_text().splitlines()
-    assert csv[0].startswith("method,trainer,seeds,dice_mean") and len(csv) == 3
+    assert csv[0].startswith("method,trainer,seeds,dice_mean") and len(csv) == 5
     assert json.loads(json.dumps(records))  # records are plain JSON (what runs/*.json hold)
 
 
