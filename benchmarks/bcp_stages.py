@@ -64,8 +64,7 @@ def main(argv=None) -> None:
     for fraction in args.fractions:
         # nnU-Net reads its paths when imported: one child process (and results folder) per fraction
         results = work / "bcp_stages" / f"seed{args.seed}_fraction{fraction}"
-        final = results / runner.raw.name / f"{trainer_name(METHODS['bcp'], profile)}__{profile.plans}__" \
-            f"{profile.configuration}" / "fold_0" / "checkpoint_final.pth"
+        final = runner.fold_folder(str(results), trainer_name(METHODS["bcp"], profile)) / "checkpoint_final.pth"
         if not final.is_file():
             runner.step(f"BCP pretrain_fraction {fraction}",
                         [sys.executable, "-m", "benchmarks.bcp_stages", "--profile", profile.name, "--seed",

@@ -123,8 +123,8 @@ class Runner:
                 final = self._pretrain_checkpoint(env, pre_method)
             pretrained[pre_method] = str(final)
         trainer = trainer_name(method, p)
-        result_dir = Path(env["nnUNet_results"]) / self.raw.name / f"{trainer}__{p.plans}__{p.configuration}"
-        if not (result_dir / "fold_0" / "checkpoint_final.pth").is_file():
+        fold = self.fold_folder(env["nnUNet_results"], trainer)
+        if not (fold / "checkpoint_final.pth").is_file():
             args = [a.format(**{f"pretrained:{k}": v for k, v in pretrained.items()}) for a in method.train_args]
             timings["train_s"] = self.step(
                 f"seed {seed} {method.key}: nnUNetv2_train -tr {trainer}",
@@ -143,9 +143,14 @@ class Runner:
                                    num_processes=1)
         record = {"method": method.key, "trainer": trainer, "seed": seed, "profile": p.name,
                   "summary": metrics["summary"], "timings": timings,
-                  "train_log": self._train_log_timing(result_dir / "fold_0")}
+                  "train_log": self._train_log_timing(fold)}
         out.write_text(json.dumps(record, indent=1))
         return record
+
+    def fold_folder(self, results_root: str, trainer: str) -> Path:
+        """nnU-Net's fold-0 output folder of ``trainer`` with this profile's plans and configuration."""
+        p = self.profile
+        return Path(results_root) / self.raw.name / f"{trainer}__{p.plans}__{p.configuration}" / "fold_0"
 
     def _pretrain_checkpoint(self, env: dict, pre_method: str) -> Optional[Path]:
         base = Path(env["nnUNet_results"]) / self.raw.name
