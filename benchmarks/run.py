@@ -34,7 +34,7 @@ def bin_path(name: str) -> str:
 
 
 class Runner:
-    def __init__(self, profile: Profile, work: Path, results: Path):
+    def __init__(self, profile: Profile, work: Path, results: Path, threads: Optional[int] = None):
         from nnunet_semi.cli import ext_trainer_value
 
         self.profile, self.work, self.results = profile, work, results
@@ -50,6 +50,7 @@ class Runner:
         env.setdefault("nnUNet_def_n_proc", str(os.cpu_count() or 2))
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("nnUNet_n_proc_DA", None)  # nnUNetv2_plan_and_preprocess fails with 0
+        self.threads = threads  # torch threads per training (nnUNet_semi_threads): two 1-thread chains share 2 cores
         self.env = env
         self.commands = self.results / "commands.sh"
 
@@ -57,11 +58,14 @@ class Runner:
         env = {**self.env, "nnUNet_results": str(self.work / f"results_seed{seed}"), "nnUNet_semi_seed": str(seed)}
         if self.profile.device == "cpu":
             env["nnUNet_n_proc_DA"] = "0"  # single-process augmentation: reproducible on 2-core machines
+            if self.threads:
+                env["nnUNet_semi_threads"] = str(self.threads)
         return env
 
     def step(self, title: str, cmd: List[str], env: dict, log_name: str) -> float:
         cmd = [str(c) for c in cmd]
-        shown = {k: env[k] for k in ("nnUNet_results", "nnUNet_semi_seed", "nnUNet_n_proc_DA") if k in env}
+        shown = {k: env[k] for k in ("nnUNet_results", "nnUNet_semi_seed", "nnUNet_n_proc_DA",
+                                           "nnUNet_semi_threads") if k in env}
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()) + " " + " ".join(map(shlex.quote, cmd))
         with open(self.commands, "a") as f:
             f.write(line.replace(str(self.work), "$WORK").replace(str(REPO) + "/", "") + "\n")
@@ -264,13 +268,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--work", default=None, help="work folder (default benchmarks/work/<profile>)")
     parser.add_argument("--results", default=None, help="results folder (default benchmarks/results/<profile>)")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild the tables from runs/*.json")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per training/pretraining (nnUNet_semi_threads; default: all cores). "
+                             "With 1, two benchmark chains (e.g. different --seeds) can run side by side on 2 cores")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     work = Path(args.work or REPO / "benchmarks" / "work" / profile.name).resolve()
     results = Path(args.results or RESULTS / profile.name).resolve()
     methods = methods_of(profile, args.methods)
     seeds = args.seeds if args.seeds is not None else list(profile.seeds)
-    runner = Runner(profile, work, results)
+    runner = Runner(profile, work, results, threads=args.threads)
     if not args.aggregate_only:
         runner.prepare()
         start = time.time()

@@ -97,7 +97,7 @@ def pretrain_entry(argv: Optional[List[str]] = None):
             device = torch.device("cuda", local_rank)
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cpu":
-        torch.set_num_threads(multiprocessing.cpu_count())
+        torch.set_num_threads(int(os.environ.get("nnUNet_semi_threads", multiprocessing.cpu_count())))
     # options left unset keep the method's own (paper) defaults
     method_kwargs = PRETRAINERS[args.m].kwargs_from_args(args)
     if args.lr is not None:

@@ -42,7 +42,29 @@ from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.training.logging import SemiLocalLogger
 
 SEED_ENV = "nnUNet_semi_seed"
+#: torch's intra-op thread count for a CPU run. ``nnUNetv2_train -device cpu`` sets torch to all cores; two such
+#: trainings on one machine then slow each other several-fold. ``nnUNet_semi_threads=1`` lets two runs share 2 cores.
+THREADS_ENV = "nnUNet_semi_threads"
 CHECKPOINT_KEY = "nnunet_semi"
+
+
+def apply_run_environment(local_rank: int = 0) -> None:
+    """Start-up settings every nnunet-semi trainer honours: ``nnUNet_semi_seed=<int>`` seeds Python, NumPy and torch
+    (``+ local_rank`` under DDP); ``nnUNet_semi_threads=<int>`` sets torch's thread count (after nnU-Net's
+    ``-device cpu`` set it to all cores)."""
+    threads = os.environ.get(THREADS_ENV)
+    if threads is not None:
+        try:
+            n = int(threads)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"{THREADS_ENV}={threads!r}: expected a positive integer (torch threads per process). "
+                             f"Fix: export {THREADS_ENV}=1, or unset it to keep nnU-Net's choice.")
+        torch.set_num_threads(n)
+    seed = os.environ.get(SEED_ENV)
+    if seed is not None:
+        nnUNetTrainerSemiSupervised.seed_everything(int(seed) + local_rank)
 
 
 def _rng_state() -> dict:
@@ -78,9 +100,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         self.step_in_epoch = 0  # optimizer steps done in the current epoch (reset at every epoch start)
         self._rng_state_to_restore = None
         self.logger.local_logger = SemiLocalLogger(self.extra_curves)
-        seed = os.environ.get(SEED_ENV)
-        if seed is not None:
-            self.seed_everything(int(seed) + self.local_rank)
+        apply_run_environment(self.local_rank)
 
     @staticmethod
     def seed_everything(seed: int) -> None:
