@@ -40,6 +40,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("dtc", "nnUNetTrainerDTC", "DTC (Luo et al. 2021)"),
     Method("bcp", "nnUNetTrainerBCP", "BCP (Bai et al. 2023)"),
     Method("pl_contrast", "nnUNetTrainerPLContrast", "pseudo-label local contrastive (Chaitanya et al. 2023)"),
+    Method("fixmatch", "nnUNetTrainerFixMatch", "FixMatch (Sohn et al. 2020; UniMatch Sec. 3.1)"),
+    Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
     Method("mmgl", "nnUNetTrainerMMGL", "MMGL (multi-scale multi-view global-local contrastive pretraining, "
            "then deeply supervised fine-tuning on the labeled cases)",
            pretrain=(("mmgl_global", ()), ("mmgl_local", ())), configurations=("2d",)),
@@ -67,7 +69,7 @@ class Profile:
 
 
 CPU_METHODS = ("labeled_only", "cps", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
-               "bcp", "pl_contrast", "mmgl")
+               "bcp", "pl_contrast", "mmgl", "fixmatch", "unimatch")
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
     Profile(

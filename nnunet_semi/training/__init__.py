@@ -10,6 +10,7 @@ from nnunet_semi.training.dtc import DTC_VARIANTS, nnUNetTrainerDTC
 from nnunet_semi.training.dual_stream import DUAL_STREAM_VARIANTS, nnUNetTrainerDualStreamCL
 from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
 from nnunet_semi.training.entmin import ENTMIN_VARIANTS, nnUNetTrainerEntMin
+from nnunet_semi.training.fixmatch import FIXMATCH_VARIANTS, nnUNetTrainerFixMatch
 from nnunet_semi.training.ideal import IDEAL_VARIANTS, nnUNetTrainerIDEAL
 from nnunet_semi.training.mcnet import MCNET_VARIANTS, nnUNetTrainerMCNet
 from nnunet_semi.training.mean_teacher import MEAN_TEACHER_VARIANTS, nnUNetTrainerMeanTeacher
@@ -17,6 +18,7 @@ from nnunet_semi.training.mmgl import MMGL_VARIANTS, nnUNetTrainerMMGL
 from nnunet_semi.training.pl_contrast import PL_CONTRAST_VARIANTS, nnUNetTrainerPLContrast
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 from nnunet_semi.training.uamt import UAMT_VARIANTS, nnUNetTrainerUAMT
+from nnunet_semi.training.unimatch import UNIMATCH_VARIANTS, nnUNetTrainerUniMatch
 from nnunet_semi.training.urpc import URPC_VARIANTS, nnUNetTrainerURPC
 
 TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY_VARIANTS,
@@ -34,7 +36,9 @@ TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY
             "nnUNetTrainerURPC": nnUNetTrainerURPC, **URPC_VARIANTS,
             "nnUNetTrainerMCNet": nnUNetTrainerMCNet, **MCNET_VARIANTS,
             "nnUNetTrainerDTC": nnUNetTrainerDTC, **DTC_VARIANTS,
-            "nnUNetTrainerBCP": nnUNetTrainerBCP, **BCP_VARIANTS}
+            "nnUNetTrainerBCP": nnUNetTrainerBCP, **BCP_VARIANTS,
+            # weak-to-strong consistency
+            **FIXMATCH_VARIANTS, **UNIMATCH_VARIANTS}
 
 # the trainer classes imported above (budget and ablation variants live in their modules, found through TRAINERS)
 __all__ = ["TRAINERS", "nnUNetTrainerEMATeacherBase", "nnUNetTrainerSemiSupervised",

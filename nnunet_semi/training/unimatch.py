@@ -1,0 +1,97 @@
+"""nnUNetTrainerUniMatch: unified dual-stream perturbations (Yang et al., CVPR 2023, Sec. 3.2-3.3).
+
+FixMatch (:mod:`nnunet_semi.training.fixmatch`) plus
+
+* a feature-perturbation stream (Sec. 3.2): the weak view's encoder features (every skip of nnU-Net's UNet) with
+  channel dropout p = 0.5 are decoded in the same forward pass as the clean ones
+  (:class:`~nnunet_semi.networks.feature_perturbation.SkipFeatureDropout`); the weak view's confident pseudo-labels
+  supervise that prediction: ``L_fp``;
+* two strong views with independent perturbations and CutMix boxes (Sec. 3.3), both guided by the one weak view::
+
+    L_u = lambda * 1/2 (L_s1 + L_s2) + mu * L_fp,    lambda = mu = 0.5 (the paper's weights)
+    L   = L_s + L_u
+
+  ``L_s1``, ``L_s2``, ``L_fp`` are FixMatch's confident-voxel loss (``unsup_loss``, default CE) against the
+  weak-view pseudo-labels (mixed with each strong view's own boxes), threshold tau = 0.95.
+
+Knobs: ``image_weight`` (lambda), ``feature_weight`` (mu), ``feature_dropout`` (p); the FixMatch knobs apply.
+Where nnU-Net's setting differs: as FixMatch (nnU-Net's supervised loss and SGD, no overall ``/ 2``; the CutMix
+partners come from the same unlabeled batch); the perturbation is channel dropout on every skip of the UNet
+(UniMatch's U-Net for medical images perturbs all decoder inputs too). One forward pass per step
+(labeled | weak | strong 1 | strong 2 | perturbed weak), DDP-safe; ``nnUNetv2_predict`` loads the plain network
+(the perturbation is a hook, not a layer).
+"""
+from contextlib import nullcontext
+
+import torch
+
+from nnunet_semi.losses.weak_strong import weak_to_strong_loss
+from nnunet_semi.networks.dual import unwrap
+from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
+from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.fixmatch import nnUNetTrainerFixMatch
+
+
+class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
+    extra_curves = {
+        "sup_losses": "L_s (supervised)",
+        "unsup_losses": "L_u (strong views, mean)",
+        "fp_losses": "L_fp (feature perturbation)",
+        "confident_fraction": "confident voxels (q >= tau)",
+        "pseudo_label_foreground": "confident pseudo-label foreground",
+    }
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.image_weight = 0.5  # lambda
+        self.feature_weight = 0.5  # mu
+        self.feature_dropout = 0.5
+        self.feature_perturbation = None
+
+    def initialize(self):
+        super().initialize()
+        self.feature_perturbation = SkipFeatureDropout(unwrap(self.network), self.feature_dropout)
+
+    def compute_losses(self, data, target, data_unlabeled):
+        n_l, n_u = data.shape[0], data_unlabeled.shape[0]
+        strong_1, boxes_1, partner_1 = self.strong_view(data_unlabeled)
+        strong_2, boxes_2, partner_2 = self.strong_view(data_unlabeled)
+        use_fp = self.feature_weight > 0
+        with self.feature_perturbation.active(n_l, n_l + n_u) if use_fp else nullcontext():
+            out = self.network(torch.cat((data, data_unlabeled, strong_1, strong_2)))
+        out_l, out_u = split_batch(out, n_l)
+        logits_w, logits_s1, logits_s2, *logits_fp = full_resolution(out_u).split(n_u)
+
+        sup = self.loss(out_l, target)
+        identity = torch.arange(n_u)
+        no_box = torch.zeros_like(boxes_1)
+        labels_w, mask_w, confident, foreground = self.pseudo_labels_for(logits_w, no_box, identity)
+        labels_1, mask_1, _, _ = self.pseudo_labels_for(logits_w, boxes_1, partner_1)
+        labels_2, mask_2, _, _ = self.pseudo_labels_for(logits_w, boxes_2, partner_2)
+        l_s1 = weak_to_strong_loss(logits_s1, labels_1, mask_1, self.unsup_loss)
+        l_s2 = weak_to_strong_loss(logits_s2, labels_2, mask_2, self.unsup_loss)
+        l_fp = weak_to_strong_loss(logits_fp[0], labels_w, mask_w, self.unsup_loss) if use_fp else \
+            torch.zeros((), device=sup.device)
+        w = self.current_unsup_weight()
+        unsup = self.image_weight * 0.5 * (l_s1 + l_s2) + self.feature_weight * l_fp
+        total = sup + w * unsup
+        return total, total, {"sup_losses": sup.item(), "unsup_losses": (0.5 * (l_s1 + l_s2)).item(),
+                              "fp_losses": l_fp.item(), "confident_fraction": confident,
+                              "pseudo_label_foreground": foreground}
+
+
+class nnUNetTrainerUniMatch_noFP(nnUNetTrainerUniMatch):
+    """Ablation: the dual-stream image perturbations alone (two strong views, weight 1; no feature perturbation, so
+    no perturbed rows are decoded)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.feature_weight = 0.0
+        self.image_weight = 1.0
+
+
+UNIMATCH_VARIANTS = {name: cls for base in (nnUNetTrainerUniMatch, nnUNetTrainerUniMatch_noFP)
+                     for name, cls in {base.__name__: base, **add_budget_variants(base)}.items()}
