@@ -1,4 +1,5 @@
-"""Pieces shared by every converter (:mod:`.msd`, :mod:`.acdc`, :mod:`.la`, :mod:`.mmwhs`) and :mod:`.metrics`.
+"""Pieces shared by every converter (:mod:`.msd`, :mod:`.acdc`, :mod:`.la`, :mod:`.mmwhs`, :mod:`.pancreas`) and
+:mod:`.metrics`.
 
 House style: one :class:`ConversionError` per problem, naming the file or folder and the fix; the output location
 checked before anything is written (:func:`prepare_target`); everything written into a hidden temporary sibling
@@ -13,10 +14,13 @@ Protocol helpers:
   order of the release's own list (which reproduces SSL4MIS's fixed choice of labeled patients).
 * :func:`split_pool`: a seeded split of a patient pool into training / validation / test patients, for releases
   that do not ship a split.
+* :func:`split_training_pool`: validation, labeled and unlabeled cases of a training pool (LA, Pancreas);
+  :func:`paper_provenance`: the ``nnunet_semi`` entry of such a conversion.
 
 Source helpers: :func:`source_folder`, :func:`read_list`, :func:`check_disjoint`, :func:`id_filter`,
-:func:`read_h5_pair` (h5 releases), :func:`read_header`, :func:`read_image` / :func:`read_label` (a label image
-checked against its image).
+:func:`check_case_id`, :func:`read_h5_pair` (h5 releases), :func:`read_header`, :func:`read_image` /
+:func:`read_label` (a label image checked against its image), :func:`check_label_values` (values against
+dataset.json's labels).
 """
 import json
 import math

@@ -108,12 +108,12 @@ def convert_la_h5(source: str, num_labeled: Optional[int] = None, labeled_ratio:
             raise ConversionError(f"{options[0]} not found (nor {options[1]}), but {c} is listed. Restore the case "
                                   f"from the UA-MT release or remove it from the list.")
         files[c] = found[0]
-    labeled, val, unlabeled = split_training_pool(lists["train"], num_labeled, labeled_ratio, seed, selection, num_val,
-                                        f"training pool of {os.path.join(source, 'train.list')}")
+    labeled, val, unlabeled = split_training_pool(lists["train"], num_labeled, labeled_ratio, seed, selection,
+                                                  num_val, f"training pool of {os.path.join(source, 'train.list')}")
     test = sorted(lists["test"])
     jobs = case_jobs(labeled, val, test, unlabeled, partial(_write_h5_case, files, spacing))
-    prov = paper_provenance("LA 2018, UA-MT h5 release", source, seed, selection, labeled_ratio, labeled, val, test,
-                       unlabeled, spacing_zyx_mm=list(spacing), array_axes="xyz")
+    prov = paper_provenance("LA 2018, UA-MT h5 release", source, seed, selection, labeled_ratio, labeled, val,
+                            test, unlabeled, spacing_zyx_mm=list(spacing), array_axes="xyz")
     return write_dataset(out_root, dataset_name, target, jobs, LABELS, CHANNELS, labeled, val, prov, overwrite,
                          "Converting LA (h5)")
 
@@ -189,7 +189,7 @@ def convert_la_nrrd(source: str, num_labeled: Optional[int] = None, labeled_rati
         pool = sorted(c for c in folders if wanted is None or c in wanted)
         train, _, test = split_pool(pool, 0, num_test, seed, what=f"case pool of {source}")
     labeled, val, unlabeled = split_training_pool(train, num_labeled, labeled_ratio, seed, selection, num_val,
-                                        f"training pool of {source}")
+                                                  f"training pool of {source}")
     test = sorted(test)
     for c in labeled + val + test:
         p = os.path.join(folders[c], LABEL_NRRD)
@@ -197,9 +197,9 @@ def convert_la_nrrd(source: str, num_labeled: Optional[int] = None, labeled_rati
             raise ConversionError(f"{p} not found, but case {c} needs its label (labeled / validation / test). "
                                   f"Restore the file from the release.")
     jobs = case_jobs(labeled, val, test, unlabeled, partial(_write_nrrd_case, folders))
-    prov = paper_provenance("LA 2018, original nrrd release", source, seed, selection, labeled_ratio, labeled, val, test,
-                       unlabeled, split_lists=os.path.abspath(split_lists) if split_lists else None,
-                       num_test_requested=None if split_lists else int(num_test))
+    prov = paper_provenance("LA 2018, original nrrd release", source, seed, selection, labeled_ratio, labeled, val,
+                            test, unlabeled, split_lists=os.path.abspath(split_lists) if split_lists else None,
+                            num_test_requested=None if split_lists else int(num_test))
     return write_dataset(out_root, dataset_name, target, jobs, LABELS, CHANNELS, labeled, val, prov, overwrite,
                          "Converting LA (nrrd)")
 
