@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dataset_conversion.common import ConversionError
+from dataset_conversion.common import ConversionError, num_from_ratio
 from dataset_conversion.msd import PRESETS, convert_msd_entry, convert_msd_preset, convert_msd_semi
 from dataset_conversion.pancreas import (LABELS_FOLDER, convert_pancreas_dicom, convert_pancreas_h5,
                                          pancreas_entry)
@@ -61,7 +61,7 @@ def _write_series(folder: Path, hu_zyx: np.ndarray, origin, series_uid: str, int
     writer.KeepOriginalImageUIDOn()
     nz = hu_zyx.shape[0]
     for k in range(nz):
-        sl = sitk.GetImageFromArray(hu_zyx[k])  # the writer stores (HU - intercept) / slope
+        sl = sitk.GetImageFromArray(hu_zyx[k])  # the writer stores (HU - intercept) / slope (float HU for slope < 1)
         sl.SetSpacing(SPACING_XYZ[:2])
         tags = {
             "0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{series_uid}.{k + 1}",
@@ -71,6 +71,8 @@ def _write_series(folder: Path, hu_zyx: np.ndarray, origin, series_uid: str, int
             "0028|0030": f"{SPACING_XYZ[1]:g}\\{SPACING_XYZ[0]:g}",
             "0028|1052": str(intercept), "0028|1053": str(slope), "0028|1054": "HU",
         }
+        if hu_zyx.dtype.kind == "f":  # stored as 16-bit signed integers, (HU - intercept) / slope
+            tags.update({"0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "1"})
         for tag, value in tags.items():
             sl.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"1-{nz - k:02d}.dcm"))
@@ -156,6 +158,21 @@ def test_pancreas_dicom_flipped_label_is_reoriented(tcia, tmp_path):
     assert lab.GetOrigin() == pytest.approx(truth["PANCREAS_0002"][2])
 
 
+def test_pancreas_dicom_fractional_rescale_slope_gives_float_hu(tmp_path):
+    """A series stored with slope 0.5 reads back as float HU (float32 in the output), half-HU values exact."""
+    hu = (np.arange(np.prod(SIZE_XYZ)).reshape(SIZE_XYZ[::-1]) % 700 - 300).astype(np.int16)
+    _write_series(tmp_path / "Pancreas-CT" / "PANCREAS_0009" / "study" / "series", hu.astype(np.float32) / 2,
+                  (1.0, 2.0, 3.0), f"{UID}.9", slope=0.5)
+    (tmp_path / LABELS_FOLDER).mkdir()
+    sitk.WriteImage(_label_image(hu > 0, (1.0, 2.0, 3.0)), str(tmp_path / LABELS_FOLDER / "label0009.nii.gz"))
+    out = Path(convert_pancreas_dicom(str(tmp_path / "Pancreas-CT"), num_labeled=1, num_test=0,
+                                      output_root=str(tmp_path / "raw")))
+    img = sitk.ReadImage(str(out / "imagesTr" / "PANCREAS_0009_0000.nii.gz"))
+    assert img.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(img), hu.astype(np.float32) / 2)
+    np.testing.assert_array_equal(_arr(out / "labelsTr" / "PANCREAS_0009.nii.gz"), (hu > 0).astype(np.uint8))
+
+
 def test_pancreas_dicom_split_lists_ratio_and_cli(tcia, tmp_path, capsys):
     """The h5 release's lists (image000k entries) give the split; 0.4 of 5 training patients = 2 labeled."""
     root, _ = tcia
@@ -175,6 +192,9 @@ def test_pancreas_dicom_split_lists_ratio_and_cli(tcia, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pancreas_entry(["dicom", "-i", str(tmp_path / "nope"), "--labeled", "2", "-o", str(tmp_path / "raw2")])
     assert e.value.code == 1 and "Pancreas-CT folder not found" in capsys.readouterr().err
+    # the console script (not in an editable install made before it existed) points at this function
+    setup_py = (Path(__file__).resolve().parents[2] / "setup.py").read_text()
+    assert '"nnunet_semi_convert_pancreas=dataset_conversion.pancreas:pancreas_entry"' in setup_py
 
 
 def test_pancreas_dicom_seeded_split_default_counts(tcia, tmp_path):
@@ -305,7 +325,8 @@ def test_pancreas_h5_axes_spacing_split_and_integrity(tmp_path, capsys):
     arrays = _make_h5(tmp_path / "src", entry="image{:04d}_norm")  # list entries with the _norm suffix
     out = Path(convert_pancreas_h5(str(tmp_path / "src"), labeled_ratio=0.2, selection="list",
                                    output_root=str(tmp_path / "raw")))
-    # floor(0.2 * 6) = 1 labeled (the papers: 0.1 / 0.2 of 62 = 6 / 12)
+    # floor(0.2 * 6) = 1 labeled; the papers' 10 % / 20 % of 62 training volumes are 6 / 12
+    assert [num_from_ratio(r, 62) for r in (0.1, 0.2)] == [6, 12]
     assert _ids(out / "imagesTr") == ["image0001"] == _splits(out)[0]["train"] == _splits(out)[0]["val"]
     assert _ids(out / "imagesUnlabeled") == [f"image{i:04d}" for i in range(2, 7)]
     assert _ids(out / "imagesTs") == ["image0007", "image0008"] == _ids(out / "labelsTs", False)
@@ -331,7 +352,7 @@ def test_pancreas_h5_zyx_spacing_and_cli(tmp_path, capsys):
     img = sitk.ReadImage(str(out / "imagesTs" / "image0007_0000.nii.gz"))
     assert img.GetSize() == (8, 10, 12) and img.GetSpacing() == pytest.approx((0.7, 0.8, 2.5))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(img), arrays["image0007"][0])
-    _verify(out, capsys)
+    np.testing.assert_array_equal(_arr(out / "labelsTs" / "image0007.nii.gz"), arrays["image0007"][1])
 
 
 def test_pancreas_h5_missing_file(tmp_path):
