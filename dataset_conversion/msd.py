@@ -40,6 +40,7 @@ from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError
                      prepare_target, read_header, run_entry, source_folder, write_dataset)
 
 _TASK_RE = re.compile(r"^Task\d+_(.+)$")
+_DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 # Papers' splits of MSD tasks: convert_msd_semi arguments (plus the channel the task must have, checked first).
 PRESETS: Dict[str, Dict] = {
@@ -55,7 +56,6 @@ PRESETS: Dict[str, Dict] = {
         "paper": "Chaitanya et al. 2023, local contrastive loss with pseudo-label based self-training, Sec. IV",
     },
 }
-_DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -108,7 +108,10 @@ def _write_image(src: str, img_path: str, num_channels: int, channels: Sequence[
             f"{src}: image has dimension {dim} and size {tuple(size)}, but dataset.json 'modality' lists "
             f"{num_channels} channel(s). Expected a 3D image for 1 channel or a 4D image whose last axis has "
             f"{num_channels} entries; fix 'modality' in dataset.json or the image.")
-    img = sitk.ReadImage(src)
+    try:
+        img = sitk.ReadImage(src)
+    except RuntimeError as e:
+        raise ConversionError(f"{src}: cannot read the image ({e}). Replace the file with a valid NIfTI.")
     arr = sitk.GetArrayFromImage(img)  # (channel, z, y, x)
     spacing, origin = img.GetSpacing()[:3], img.GetOrigin()[:3]
     direction = np.asarray(img.GetDirection()).reshape(4, 4)[:3, :3].ravel()
@@ -298,7 +301,7 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
         "source_folder": task_folder,
         "seed": seed,
         "test_seed": test_seed,
-        "channels": {name: source_channels[str(c)] for name, c in zip(channel_names, channels)},
+        "channels": dict(channel_names),
         "source_channel_indices": list(channels),
         "unlabeled_from_imagesTs": bool(unlabeled_from_imagesTs),
         "num_labeled": len(labeled),
