@@ -33,6 +33,7 @@ setup(
             "nnunet_semi_convert_acdc=dataset_conversion.acdc:acdc_entry",
             "nnunet_semi_convert_la=dataset_conversion.la:la_entry",
             "nnunet_semi_convert_mmwhs=dataset_conversion.mmwhs:mmwhs_entry",
+            "nnunet_semi_convert_pancreas=dataset_conversion.pancreas:pancreas_entry",
             "nnunet_semi_metrics=dataset_conversion.metrics:metrics_entry",
             "nnunet_semi_demo=nnunet_semi.demo:demo_entry",
             "nnunet_semi_pretrain=pretraining.cli:pretrain_entry",

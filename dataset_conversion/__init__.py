@@ -4,7 +4,9 @@ Converters:
 
 - :func:`dataset_conversion.msd.convert_msd_semi` (console script ``nnunet_semi_convert_msd``): a Medical
   Segmentation Decathlon task (``TaskNN_Name`` folder) -> ``DatasetXXX_Name`` with a seeded split into labeled
-  training, validation, test and unlabeled cases, plus ``splits_final.json`` (one fold) in the raw folder.
+  training, validation, test and unlabeled cases, plus ``splits_final.json`` (one fold) in the raw folder; channel
+  selection (``--channels``) and papers' presets (:data:`dataset_conversion.msd.PRESETS`, ``--preset``):
+  ``chaitanya2023-prostate`` = Task05_Prostate, T2 only, 2 validation / 15 test / 22 unlabeled, dataset 032.
 - :func:`dataset_conversion.msd.copy_splits_to_preprocessed`: copies that ``splits_final.json`` into
   ``$nnUNet_preprocessed/DatasetXXX_Name/`` after ``nnUNetv2_plan_and_preprocess``.
 - :mod:`dataset_conversion.acdc` (``nnunet_semi_convert_acdc h5|original``): ACDC, SSL4MIS h5 release (volumes
@@ -14,6 +16,8 @@ Converters:
   release; 4 / 8 / 16 labeled of 80.
 - :mod:`dataset_conversion.mmwhs` (``nnunet_semi_convert_mmwhs``): MM-WHS CT / MR, label codes 205 ... 850 -> 1 ... 7,
   the 40 test volumes as unlabeled images.
+- :mod:`dataset_conversion.pancreas` (``nnunet_semi_convert_pancreas dicom|h5``): NIH Pancreas-CT, TCIA DICOM
+  series (HU kept, label checked against the series' grid) or the UA-MT family's h5 release; 6 / 12 labeled of 62.
 - :mod:`dataset_conversion.metrics` (``nnunet_semi_metrics``): the papers' tables (Dice, HD95, ASSD in mm) from
   nnU-Net prediction folders, as markdown and CSV.
 

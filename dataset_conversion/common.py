@@ -1,4 +1,5 @@
-"""Pieces shared by every converter (:mod:`.msd`, :mod:`.acdc`, :mod:`.la`, :mod:`.mmwhs`) and :mod:`.metrics`.
+"""Pieces shared by every converter (:mod:`.msd`, :mod:`.acdc`, :mod:`.la`, :mod:`.mmwhs`, :mod:`.pancreas`) and
+:mod:`.metrics`.
 
 House style: one :class:`ConversionError` per problem, naming the file or folder and the fix; the output location
 checked before anything is written (:func:`prepare_target`); everything written into a hidden temporary sibling
@@ -13,14 +14,18 @@ Protocol helpers:
   order of the release's own list (which reproduces SSL4MIS's fixed choice of labeled patients).
 * :func:`split_pool`: a seeded split of a patient pool into training / validation / test patients, for releases
   that do not ship a split.
+* :func:`split_training_pool`: validation, labeled and unlabeled cases of a training pool (LA, Pancreas);
+  :func:`paper_provenance`: the ``nnunet_semi`` entry of such a conversion.
 
 Source helpers: :func:`source_folder`, :func:`read_list`, :func:`check_disjoint`, :func:`id_filter`,
-:func:`read_h5_pair` (h5 releases), :func:`read_header`, :func:`read_image` / :func:`read_label` (a label image
-checked against its image).
+:func:`check_case_id`, :func:`read_h5_pair` (h5 releases), :func:`read_header`, :func:`read_image` /
+:func:`read_label` (a label image checked against its image), :func:`check_label_values` (values against
+dataset.json's labels).
 """
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -33,7 +38,8 @@ import numpy as np
 from tqdm import tqdm
 
 __all__ = ["ConversionError", "FILE_ENDING", "SPLITS_FILE", "UNLABELED_FOLDER", "SELECTIONS", "Job",
-           "num_from_ratio", "select_labeled", "split_pool", "sitk_image", "read_list", "source_folder",
+           "num_from_ratio", "select_labeled", "split_pool", "split_training_pool", "paper_provenance",
+           "check_case_id", "check_label_values", "sitk_image", "read_list", "source_folder",
            "check_disjoint", "id_filter", "read_h5_pair", "read_header", "read_image", "read_label", "check_spacing",
            "check_dataset_id", "prepare_target", "case_jobs", "write_dataset", "add_protocol_args",
            "labeled_from_args", "summary_line", "print_dataset", "run_entry"]
@@ -153,6 +159,34 @@ def split_pool(patients: Sequence[str], num_val: int, num_test: int, seed: int =
     return (sorted(perm[num_val + num_test:]), sorted(perm[:num_val]), sorted(perm[num_val:num_val + num_test]))
 
 
+def split_training_pool(train: Sequence[str], num_labeled: Optional[int], labeled_ratio: Optional[float], seed: int,
+                        selection: str, num_val: int, what: str) -> Tuple[List[str], List[str], List[str]]:
+    """A training pool (in the release's list order) -> (labeled, val, unlabeled), each sorted: ``num_val``
+    validation cases are drawn first (:func:`split_pool`, ``RandomState(seed + 1)``), then the labeled cases of the
+    rest (:func:`select_labeled`; ``selection='list'`` keeps the list order); the others are unlabeled."""
+    num_val = _check_count("num_val", num_val)
+    if num_val:
+        rest, val, _ = split_pool(train, num_val, 0, seed, what=what)
+        rest_set = set(rest)
+        rest = [c for c in train if c in rest_set]  # keep list order for selection='list'
+    else:
+        rest, val = list(train), []
+    labeled = select_labeled(rest, num_labeled, labeled_ratio, seed, selection, what=what)
+    unlabeled = sorted(set(rest) - set(labeled))
+    return labeled, sorted(val), unlabeled
+
+
+def paper_provenance(source_name: str, source: str, seed, selection, labeled_ratio, labeled, val, test, unlabeled,
+                     **extra) -> Dict:
+    """The ``nnunet_semi`` provenance entry of a paper converter: release, source folder, protocol, ``extra``, then
+    the case lists."""
+    d = {"source": source_name, "source_folder": source, "seed": int(seed), "selection": selection,
+         "labeled_ratio": labeled_ratio, "num_labeled_patients": len(labeled)}
+    d.update(extra)
+    d.update({"labeled": labeled, "val": val, "test": test, "unlabeled": unlabeled})
+    return d
+
+
 def read_list(path: str, what: str) -> List[str]:
     """Lines of a release's ``*.list`` file (stripped, blank lines and a ``.h5`` suffix dropped), in file order."""
     if not os.path.isfile(path):
@@ -172,6 +206,29 @@ def read_list(path: str, what: str) -> List[str]:
     if dup:
         raise ConversionError(f"{path} lists {dup[0]} more than once. Remove the duplicate line.")
     return out
+
+
+_CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_case_id(case: str, where: str) -> str:
+    """``case`` if it can be an nnU-Net case id (letters, digits, '_', '-', '.'; no '.h5' ending), else a
+    ConversionError naming ``where``."""
+    if not _CASE_RE.match(case) or case.endswith(".h5"):
+        raise ConversionError(f"{where}: case name {case!r} cannot be an nnU-Net case id (letters, digits, '_', '-', "
+                              f"'.'). Rename the case folder.")
+    return case
+
+
+def check_label_values(arr: np.ndarray, labels: Mapping[str, int], path: str, fix: str) -> None:
+    """Every value of the label array ``arr`` read from ``path`` must be one of ``labels`` (name -> value, as in
+    dataset.json); else a ConversionError ``'<path>: unknown label values [...]; expected ... . <fix>'``."""
+    allowed = {int(v) for v in labels.values()}
+    values = np.unique(arr)
+    bad = sorted({float(v) if float(v) % 1 else int(v) for v in values.tolist()} - allowed)
+    if bad:
+        shown = ", ".join(f"{v} {k}" for k, v in sorted(labels.items(), key=lambda kv: kv[1]))
+        raise ConversionError(f"{path}: unknown label values {bad[:10]}; expected only {shown}. {fix}")
 
 
 def source_folder(path: str, what: str, fix: str) -> str:

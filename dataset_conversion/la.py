@@ -21,15 +21,15 @@ Label: 0 background, 1 left atrium. Command line: ``python -m dataset_conversion
 """
 import argparse
 import os
-import re
 from functools import partial
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .common import (ConversionError, add_protocol_args, case_jobs, check_disjoint, check_spacing, id_filter,
-                     labeled_from_args, prepare_target, read_h5_pair, read_image, read_label, read_list, run_entry,
-                     select_labeled, sitk_image, source_folder, split_pool, write_dataset)
+from .common import (ConversionError, add_protocol_args, case_jobs, check_case_id, check_disjoint, check_spacing,
+                     id_filter, labeled_from_args, paper_provenance, prepare_target, read_h5_pair, read_image,
+                     read_label, read_list, run_entry, sitk_image, source_folder, split_pool, split_training_pool,
+                     write_dataset)
 
 DEFAULT_ID = 28
 DATASET_NAME = "LA"
@@ -39,14 +39,6 @@ DEFAULT_SPACING = (0.625, 0.625, 0.625)
 H5_NAME = "mri_norm2.h5"
 IMAGE_NRRD, LABEL_NRRD = "lgemri.nrrd", "laendo.nrrd"
 H5_SUBFOLDER = "2018LA_Seg_Training Set"
-_CASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _check_case_id(case: str, where: str) -> str:
-    if not _CASE_RE.match(case) or case.endswith(".h5"):
-        raise ConversionError(f"{where}: case name {case!r} cannot be an nnU-Net case id (letters, digits, '_', '-', "
-                              f"'.'). Rename the case folder.")
-    return case
 
 
 def _binary_label(arr: np.ndarray, path: str) -> np.ndarray:
@@ -59,32 +51,8 @@ def _binary_label(arr: np.ndarray, path: str) -> np.ndarray:
     return (arr > 0).astype(np.uint8)
 
 
-def _protocol(train: Sequence[str], num_labeled, labeled_ratio, seed, selection, num_val, what
-              ) -> Tuple[List[str], List[str], List[str]]:
-    """training pool (list order) -> (labeled, val, unlabeled), each sorted."""
-    num_val = int(num_val)
-    if num_val:
-        rest, val, _ = split_pool(train, num_val, 0, seed, what=what)
-        rest_set = set(rest)
-        rest = [c for c in train if c in rest_set]  # keep list order for selection='list'
-    else:
-        rest, val = list(train), []
-    labeled = select_labeled(rest, num_labeled, labeled_ratio, seed, selection, what=what)
-    unlabeled = sorted(set(rest) - set(labeled))
-    return labeled, sorted(val), unlabeled
-
-
 def _filter(cases: Optional[Iterable[str]], known: Sequence[str], where: str) -> Optional[set]:
     return id_filter(cases, known, "cases", where, "Use case ids (case folder names) that exist in the release.")
-
-
-def _provenance(source_name: str, source: str, seed, selection, labeled_ratio, labeled, val, test, unlabeled,
-                **extra) -> Dict:
-    d = {"source": source_name, "source_folder": source, "seed": int(seed), "selection": selection,
-         "labeled_ratio": labeled_ratio, "num_labeled_patients": len(labeled)}
-    d.update(extra)
-    d.update({"labeled": labeled, "val": val, "test": test, "unlabeled": unlabeled})
-    return d
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,7 +96,7 @@ def convert_la_h5(source: str, num_labeled: Optional[int] = None, labeled_ratio:
     check_disjoint(lists, source, "Case")
     for r in lists:
         for c in lists[r]:
-            _check_case_id(c, os.path.join(source, f"{r}.list"))
+            check_case_id(c, os.path.join(source, f"{r}.list"))
     wanted = _filter(cases, lists["train"] + lists["test"], f"the lists of {source}")
     if wanted is not None:
         lists = {r: [c for c in lists[r] if c in wanted] for r in lists}
@@ -140,12 +108,12 @@ def convert_la_h5(source: str, num_labeled: Optional[int] = None, labeled_ratio:
             raise ConversionError(f"{options[0]} not found (nor {options[1]}), but {c} is listed. Restore the case "
                                   f"from the UA-MT release or remove it from the list.")
         files[c] = found[0]
-    labeled, val, unlabeled = _protocol(lists["train"], num_labeled, labeled_ratio, seed, selection, num_val,
-                                        f"training pool of {os.path.join(source, 'train.list')}")
+    labeled, val, unlabeled = split_training_pool(lists["train"], num_labeled, labeled_ratio, seed, selection,
+                                                  num_val, f"training pool of {os.path.join(source, 'train.list')}")
     test = sorted(lists["test"])
     jobs = case_jobs(labeled, val, test, unlabeled, partial(_write_h5_case, files, spacing))
-    prov = _provenance("LA 2018, UA-MT h5 release", source, seed, selection, labeled_ratio, labeled, val, test,
-                       unlabeled, spacing_zyx_mm=list(spacing), array_axes="xyz")
+    prov = paper_provenance("LA 2018, UA-MT h5 release", source, seed, selection, labeled_ratio, labeled, val,
+                            test, unlabeled, spacing_zyx_mm=list(spacing), array_axes="xyz")
     return write_dataset(out_root, dataset_name, target, jobs, LABELS, CHANNELS, labeled, val, prov, overwrite,
                          "Converting LA (h5)")
 
@@ -162,7 +130,7 @@ def _find_nrrd_cases(source: str) -> Dict[str, str]:
         for d in sorted(os.listdir(parent)):
             folder = os.path.join(parent, d)
             if os.path.isfile(os.path.join(folder, IMAGE_NRRD)):
-                _check_case_id(d, folder)
+                check_case_id(d, folder)
                 if d in found:
                     raise ConversionError(f"Case {d} found twice: {found[d]} and {folder}. Keep one of them.")
                 found[d] = folder
@@ -220,8 +188,8 @@ def convert_la_nrrd(source: str, num_labeled: Optional[int] = None, labeled_rati
     else:
         pool = sorted(c for c in folders if wanted is None or c in wanted)
         train, _, test = split_pool(pool, 0, num_test, seed, what=f"case pool of {source}")
-    labeled, val, unlabeled = _protocol(train, num_labeled, labeled_ratio, seed, selection, num_val,
-                                        f"training pool of {source}")
+    labeled, val, unlabeled = split_training_pool(train, num_labeled, labeled_ratio, seed, selection, num_val,
+                                                  f"training pool of {source}")
     test = sorted(test)
     for c in labeled + val + test:
         p = os.path.join(folders[c], LABEL_NRRD)
@@ -229,9 +197,9 @@ def convert_la_nrrd(source: str, num_labeled: Optional[int] = None, labeled_rati
             raise ConversionError(f"{p} not found, but case {c} needs its label (labeled / validation / test). "
                                   f"Restore the file from the release.")
     jobs = case_jobs(labeled, val, test, unlabeled, partial(_write_nrrd_case, folders))
-    prov = _provenance("LA 2018, original nrrd release", source, seed, selection, labeled_ratio, labeled, val, test,
-                       unlabeled, split_lists=os.path.abspath(split_lists) if split_lists else None,
-                       num_test_requested=None if split_lists else int(num_test))
+    prov = paper_provenance("LA 2018, original nrrd release", source, seed, selection, labeled_ratio, labeled, val,
+                            test, unlabeled, split_lists=os.path.abspath(split_lists) if split_lists else None,
+                            num_test_requested=None if split_lists else int(num_test))
     return write_dataset(out_root, dataset_name, target, jobs, LABELS, CHANNELS, labeled, val, prov, overwrite,
                          "Converting LA (nrrd)")
 

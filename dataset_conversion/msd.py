@@ -13,6 +13,16 @@ Output layout (``<output_root or $nnUNet_raw>/DatasetXXX_<Name>``)::
 asserts that the folds match (a bare ``AssertionError`` after re-converting with another seed). Use
 :func:`copy_splits_to_preprocessed` to (re)sync it explicitly: after planning, or before re-planning a re-converted
 dataset.
+
+Channels: ``channels`` / ``--channels`` keeps a subset of a multi-channel task's 'modality' (renumbered from 0).
+Presets (:data:`PRESETS`, :func:`convert_msd_preset`, ``--preset``) fix a paper's split:
+
+==========================  ================  ========  ==============================================================
+preset                      task              channels  split
+==========================  ================  ========  ==============================================================
+``chaitanya2023-prostate``  Task05_Prostate   0 (T2)    2 validation, 15 test (fixed, ``test_seed`` 0), 22 unlabeled,
+                                                        ``--labeled`` 1 or 2 (paper: 1, 2, 8); dataset 032
+==========================  ================  ========  ==============================================================
 """
 import argparse
 import json
@@ -26,11 +36,26 @@ import numpy as np
 
 # ConversionError and the constants are defined in .common and re-exported here (msd's public API).
 from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, _check_count,  # noqa: F401
-                     _dataset_folders_with_id, _resolve_output_root, case_jobs, check_dataset_id, prepare_target,
-                     read_header, run_entry, source_folder, write_dataset)
+                     _dataset_folders_with_id, _resolve_output_root, case_jobs, check_dataset_id, check_label_values,
+                     prepare_target, read_header, run_entry, source_folder, write_dataset)
 
 _TASK_RE = re.compile(r"^Task\d+_(.+)$")
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
+
+# Papers' splits of MSD tasks: convert_msd_semi arguments (plus the channel the task must have, checked first).
+PRESETS: Dict[str, Dict] = {
+    # Chaitanya et al. 2023 (pseudo-label local contrastive loss), Sec. IV: MSD Task05_Prostate, T2 only, two
+    # structures (1 peripheral zone, 2 transition zone), |X_U| = 22 unlabeled, |X_ts| = 15 test, |X_val| = 2
+    # validation volumes, |X_L| = 1 or 2 (also 8) labeled. The test set is drawn once (test_seed) and kept for every
+    # run; labeled and validation volumes change with the seed ("for each run, we construct different sets of X_L
+    # and X_val by randomly sampling"). Test volumes come from the 32 labeled MSD volumes; the 22 unlabeled from the
+    # other labeled volumes (labels dropped) and the 16 MSD imagesTs volumes.
+    "chaitanya2023-prostate": {
+        "dataset_id": 32, "channels": [0], "num_val": 2, "num_test": 15, "num_unlabeled": 22,
+        "unlabeled_from_imagesTs": True, "test_seed": 0, "expect_channel": "T2",
+        "paper": "Chaitanya et al. 2023, local contrastive loss with pseudo-label based self-training, Sec. IV",
+    },
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -50,28 +75,79 @@ def _resolve(task_folder: str, rel: str) -> str:
     return os.path.normpath(os.path.join(task_folder, rel))
 
 
-def _copy_image(src: str, img_path: str, num_channels: int) -> None:
-    """Single-channel 2D/3D image -> byte copy to ``img_path`` (``<case>_0000.nii.gz``); 4D multi-channel ->
-    nnU-Net's split_4d_nifti into the folder of ``img_path``."""
+def _check_channels(channels: Optional[Sequence[int]], source_channels: Dict[str, str], djson_path: str) -> List[int]:
+    """The selected channel indices (all when None), each an index of dataset.json's 'modality', no repeats."""
+    if channels is None:
+        return list(range(len(source_channels)))
+    try:
+        chosen = [int(c) for c in channels]
+    except (TypeError, ValueError):
+        raise ConversionError(f"channels must be channel indices (e.g. [0]), got {channels!r}.")
+    listed = ", ".join(f"{k} {v}" for k, v in source_channels.items())
+    bad = [c for c in chosen if str(c) not in source_channels]
+    if not chosen or bad or len(set(chosen)) != len(chosen):
+        raise ConversionError(f"channels {chosen}: each must be one of the channels of {djson_path} ('modality': "
+                              f"{listed}), at least one, none twice. Fix --channels.")
+    return chosen
+
+
+def _write_image(src: str, img_path: str, num_channels: int, channels: Sequence[int]) -> tuple:
+    """Write the ``channels`` of the MSD image ``src`` as ``<case>_0000.nii.gz``, ``_0001`` ... (in the order given);
+    returns the image's spatial (size, spacing). A single-channel 2D/3D image is copied byte for byte; a 4D image
+    whose last axis has ``num_channels`` entries is split, each channel keeping the spatial geometry."""
+    import SimpleITK as sitk
+
     reader = read_header(src, fix="Replace the file with a valid NIfTI.")
     dim, size = reader.GetDimension(), reader.GetSize()
     if dim in (2, 3) and num_channels == 1:
         # copyfile, not copy: the MSD sources are often read-only and we do not want to propagate the mode bits
         shutil.copyfile(src, img_path)
-    elif dim == 4 and size[3] == num_channels:
-        from nnunetv2.dataset_conversion.convert_MSD_dataset import split_4d_nifti
-        split_4d_nifti(src, os.path.dirname(img_path))  # writes <basename>_XXXX.nii.gz, basename == case
-    else:
+        return tuple(size), tuple(reader.GetSpacing())
+    if dim != 4 or size[3] != num_channels:
         raise ConversionError(
             f"{src}: image has dimension {dim} and size {tuple(size)}, but dataset.json 'modality' lists "
             f"{num_channels} channel(s). Expected a 3D image for 1 channel or a 4D image whose last axis has "
             f"{num_channels} entries; fix 'modality' in dataset.json or the image.")
+    try:
+        img = sitk.ReadImage(src)
+    except RuntimeError as e:
+        raise ConversionError(f"{src}: cannot read the image ({e}). Replace the file with a valid NIfTI.")
+    arr = sitk.GetArrayFromImage(img)  # (channel, z, y, x)
+    spacing, origin = img.GetSpacing()[:3], img.GetOrigin()[:3]
+    direction = np.asarray(img.GetDirection()).reshape(4, 4)[:3, :3].ravel()
+    base = img_path[:-len("_0000" + FILE_ENDING)]
+    for out_index, c in enumerate(channels):
+        chan = sitk.GetImageFromArray(arr[c])
+        chan.SetSpacing(spacing)
+        chan.SetOrigin(origin)
+        chan.SetDirection(tuple(direction))
+        sitk.WriteImage(chan, f"{base}_{out_index:04d}{FILE_ENDING}", True)
+    return tuple(size[:3]), tuple(spacing)
 
 
-def _write_case(images: Dict[str, str], labels: Dict[str, str], num_channels: int, case: str, img_path: str,
-                lab_path: Optional[str]) -> None:
-    _copy_image(images[case], img_path, num_channels)
+def _check_label(src: str, size: tuple, spacing: tuple, img_src: str, labels: Dict[str, int]) -> None:
+    """The label must have the image's spatial size and spacing and only values of dataset.json's 'labels'."""
+    import SimpleITK as sitk
+
+    try:
+        lab = sitk.ReadImage(src)
+    except RuntimeError as e:
+        raise ConversionError(f"{src}: cannot read the label ({e}). Replace the file with a valid NIfTI.")
+    if lab.GetSize() != size:
+        raise ConversionError(f"{src}: size {lab.GetSize()} differs from the image's {size} ({img_src}). Replace "
+                              f"the label with the task's file.")
+    if not np.allclose(lab.GetSpacing(), spacing, rtol=1e-3, atol=1e-4):
+        raise ConversionError(f"{src}: spacing {lab.GetSpacing()} differs from the image's {spacing} ({img_src}). "
+                              f"Replace the label with the task's file.")
+    check_label_values(sitk.GetArrayViewFromImage(lab), labels, src,
+                       "Fix the label or the 'labels' entry of the task's dataset.json.")
+
+
+def _write_case(images: Dict[str, str], labels: Dict[str, str], num_channels: int, channels: Sequence[int],
+                label_values: Dict[str, int], case: str, img_path: str, lab_path: Optional[str]) -> None:
+    size, spacing = _write_image(images[case], img_path, num_channels, channels)
     if lab_path is not None:
+        _check_label(labels[case], size, spacing, images[case], label_values)
         shutil.copyfile(labels[case], lab_path)
 
 
@@ -80,7 +156,9 @@ def _write_case(images: Dict[str, str], labels: Dict[str, str], num_channels: in
 # ----------------------------------------------------------------------------------------------------------------
 def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_val: int = 0, num_test: int = 0,
                      num_unlabeled: Optional[int] = None, unlabeled_from_imagesTs: bool = True, seed: int = 0,
-                     output_root: Optional[str] = None, overwrite: bool = False) -> str:
+                     output_root: Optional[str] = None, overwrite: bool = False,
+                     channels: Optional[Sequence[int]] = None, test_seed: Optional[int] = None,
+                     extra_provenance: Optional[Dict] = None) -> str:
     """Convert an MSD task into ``<output_root or $nnUNet_raw>/DatasetXXX_<Name>`` for semi-supervised training.
 
     ``<Name>`` is the task folder name without its ``TaskNN_`` prefix (``Task04_Hippocampus`` + id 901 ->
@@ -90,7 +168,9 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     ``num_labeled`` become labeled training cases, the next ``num_val`` validation cases and the next ``num_test``
     test cases. The remaining training cases (images only, labels dropped) plus, if ``unlabeled_from_imagesTs``,
     the MSD ``imagesTs`` images form the unlabeled pool, which is shuffled with the same RandomState and truncated
-    to the first ``num_unlabeled`` (all if None).
+    to the first ``num_unlabeled`` (all if None). With ``test_seed`` the ``num_test`` test cases are drawn first, with
+    ``RandomState(test_seed)``, so that the test set stays the same for every ``seed``; labeled and validation cases
+    then come from the other training cases in ``RandomState(seed)`` order.
 
     Written: ``imagesTr``/``labelsTr`` = labeled + validation cases, ``imagesTs``/``labelsTs`` = test cases,
     ``imagesUnlabeled`` = unlabeled images, ``dataset.json`` (nnU-Net v2: channel_names, labels name->int,
@@ -99,11 +179,17 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     fold's ``val`` equals its ``train`` list (the labeled cases), because nnU-Net needs a non-empty validation set.
 
     Single-channel images are copied byte for byte with the ``_0000`` suffix; 4D multi-channel images (e.g.
-    BraTS) are split with nnU-Net's ``split_4d_nifti``; labels are copied as they are.
+    BraTS, Prostate) are split into ``_0000``, ``_0001`` ... files. ``channels`` (indices into dataset.json's
+    'modality', e.g. ``[0]`` for Prostate's T2) keeps only these channels, renumbered from 0 in the order given;
+    dataset.json's ``channel_names`` then lists them alone. Labels are checked (the image's spatial size and spacing,
+    only values listed in dataset.json's 'labels') and copied as they are.
+
+    ``extra_provenance`` is added to the ``nnunet_semi`` entry (presets record their name there).
 
     Everything is written into a hidden temporary sibling folder that is renamed into place at the end, so a
     failure leaves no partial dataset. Raises :class:`ConversionError` (a ``ValueError``) for a missing task folder,
-    dataset.json or listed file, counts larger than the pool, or an existing output folder without ``overwrite``.
+    dataset.json or listed file, a label that does not fit its image, counts larger than the pool, or an existing
+    output folder without ``overwrite``.
 
     Returns the absolute path of the dataset folder.
     """
@@ -137,8 +223,12 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     out_root = _resolve_output_root(output_root)  # no output folder at all: fail before reading the sources
 
     # ---- gather and check the source files (before anything is written) ----
-    channel_names = {str(k): v for k, v in sorted(msd["modality"].items(), key=lambda kv: int(kv[0]))}
-    num_channels = len(channel_names)
+    source_channels = {str(k): v for k, v in sorted(msd["modality"].items(), key=lambda kv: int(kv[0]))}
+    num_channels = len(source_channels)
+    channels = _check_channels(channels, source_channels, djson_path)
+    channel_names = {str(i): source_channels[str(c)] for i, c in enumerate(channels)}
+    if test_seed is not None:
+        test_seed = int(test_seed)
     labels = {v: int(k) for k, v in sorted(msd["labels"].items(), key=lambda kv: int(kv[0]))}
 
     pool: Dict[str, Dict[str, str]] = {}
@@ -172,10 +262,17 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
                               f"{num_labeled} + {num_val} + {num_test} = {requested}. Reduce the counts.")
     rs = np.random.RandomState(seed)
     sorted_pool = sorted(pool)
-    shuffled = [sorted_pool[i] for i in rs.permutation(len(sorted_pool))]
+    if test_seed is None:
+        shuffled = [sorted_pool[i] for i in rs.permutation(len(sorted_pool))]
+        test = sorted(shuffled[num_labeled + num_val:requested])
+    else:  # fixed test set first, then labeled / validation from the other cases
+        test_perm = np.random.RandomState(test_seed).permutation(len(sorted_pool))
+        test = sorted(sorted_pool[i] for i in test_perm[:num_test])
+        remaining = [c for c in sorted_pool if c not in set(test)]
+        shuffled = [remaining[i] for i in rs.permutation(len(remaining))]
+        shuffled = shuffled[:num_labeled + num_val] + test + shuffled[num_labeled + num_val:]
     labeled = sorted(shuffled[:num_labeled])
     val = sorted(shuffled[num_labeled:num_labeled + num_val])
-    test = sorted(shuffled[num_labeled + num_val:requested])
     rest = sorted(shuffled[requested:])
     unl_sources = {c: pool[c]["image"] for c in rest}
     unl_sources.update(ts_images)
@@ -194,7 +291,7 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     out_root, dataset_name, target = prepare_target(out_root, dataset_id, name, overwrite)
     images = {c: pool[c]["image"] for c in pool}
     images.update(ts_images)
-    writer = partial(_write_case, images, {c: pool[c]["label"] for c in pool}, num_channels)
+    writer = partial(_write_case, images, {c: pool[c]["label"] for c in pool}, num_channels, channels, labels)
     skip = {"training", "test", "modality", "labels", "numTraining", "numTest", "channel_names", "file_ending"}
     extra_json = {"name": msd.get("name", name)}
     extra_json.update({k: v for k, v in msd.items() if k not in skip and k != "name"})
@@ -203,6 +300,9 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
         "source_task": task_name,
         "source_folder": task_folder,
         "seed": seed,
+        "test_seed": test_seed,
+        "channels": dict(channel_names),
+        "source_channel_indices": list(channels),
         "unlabeled_from_imagesTs": bool(unlabeled_from_imagesTs),
         "num_labeled": len(labeled),
         "num_val": len(val),
@@ -213,9 +313,39 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
         "test": test,
         "unlabeled": unlabeled,
     }
+    provenance.update(extra_provenance or {})
     return write_dataset(out_root, dataset_name, target, case_jobs(labeled, val, test, unlabeled, writer), labels,
                          channel_names, labeled, val, provenance, overwrite, f"Converting {task_name}",
                          extra_json=extra_json)
+
+
+def convert_msd_preset(task_folder: str, preset: str, num_labeled: int, seed: int = 0,
+                       dataset_id: Optional[int] = None, output_root: Optional[str] = None,
+                       overwrite: bool = False) -> str:
+    """:func:`convert_msd_semi` with the counts, channels and test seed of ``preset`` (a key of :data:`PRESETS`);
+    ``dataset_id`` defaults to the preset's (32 for ``chaitanya2023-prostate``). The task's first selected channel
+    must be the preset's (e.g. T2), else a ConversionError (wrong task folder). The preset's name and paper are
+    recorded in dataset.json's ``nnunet_semi`` entry."""
+    if preset not in PRESETS:
+        raise ConversionError(f"Unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}.")
+    p = PRESETS[preset]
+    djson_path = os.path.join(os.path.abspath(os.path.expanduser(str(task_folder))), "dataset.json")
+    if os.path.isfile(djson_path):  # a missing file is reported by convert_msd_semi
+        try:
+            with open(djson_path, encoding="utf-8") as f:
+                modality = json.load(f).get("modality", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            modality = {}  # convert_msd_semi reports it
+        modality = modality if isinstance(modality, dict) else {}
+        got = {str(k): v for k, v in modality.items()}.get(str(p["channels"][0]))
+        if modality and got != p["expect_channel"]:
+            raise ConversionError(f"{djson_path}: preset {preset} keeps channel {p['channels'][0]} = "
+                                  f"{p['expect_channel']}, but this task's channel {p['channels'][0]} is {got!r}. "
+                                  f"Pass the MSD task the preset is for (Task05_Prostate).")
+    return convert_msd_semi(task_folder, p["dataset_id"] if dataset_id is None else dataset_id, num_labeled,
+                            p["num_val"], p["num_test"], p["num_unlabeled"], p["unlabeled_from_imagesTs"], seed,
+                            output_root, overwrite, channels=p["channels"], test_seed=p["test_seed"],
+                            extra_provenance={"preset": preset, "paper": p["paper"]})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -274,23 +404,48 @@ def convert_msd_entry(argv: Optional[List[str]] = None) -> None:
         prog="nnunet_semi_convert_msd",
         description="Convert a Medical Segmentation Decathlon task into an nnU-Net v2 raw dataset with labeled, "
                     "validation, test and unlabeled (imagesUnlabeled/) cases and a one-fold splits_final.json.")
-    parser.add_argument("-i", dest="task_folder", required=True, help="extracted MSD task folder, e.g. Task04_Hippocampus")
-    parser.add_argument("-d", dest="dataset_id", type=int, required=True, help="target nnU-Net dataset id, e.g. 901")
+    parser.add_argument("-i", dest="task_folder", required=True,
+                        help="extracted MSD task folder, e.g. Task04_Hippocampus")
+    parser.add_argument("-d", dest="dataset_id", type=int, default=None,
+                        help="target nnU-Net dataset id, e.g. 901 (required unless --preset gives one)")
     parser.add_argument("--labeled", type=int, required=True, help="number of labeled training cases")
-    parser.add_argument("--val", type=int, default=0, help="number of validation cases (0: val = labeled cases)")
-    parser.add_argument("--test", type=int, default=0, help="number of held-out test cases (imagesTs/labelsTs)")
-    parser.add_argument("--unlabeled", type=int, default=None, help="keep only this many unlabeled images (default all)")
-    parser.add_argument("--no-imagests", dest="imagests", action="store_false",
-                        help="do not add the MSD imagesTs images to the unlabeled pool")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="a paper's split: chaitanya2023-prostate = Task05_Prostate, T2 only, 2 validation, 15 "
+                             "test (fixed), 22 unlabeled, id 32 (use --labeled 1 or 2); excludes the split options")
+    split = parser.add_argument_group("split options (not with --preset)")
+    split.add_argument("--val", type=int, default=None, help="number of validation cases (0: val = labeled cases)")
+    split.add_argument("--test", type=int, default=None, help="number of held-out test cases (imagesTs/labelsTs)")
+    split.add_argument("--unlabeled", type=int, default=None, help="keep only this many unlabeled images (default all)")
+    split.add_argument("--no-imagests", dest="imagests", action="store_false", default=None,
+                       help="do not add the MSD imagesTs images to the unlabeled pool")
+    split.add_argument("--channels", type=int, nargs="+", default=None, metavar="C",
+                       help="keep only these channels of 'modality' (e.g. 0 for Prostate's T2; default all)")
+    split.add_argument("--test-seed", type=int, default=None,
+                       help="draw the test cases first with this seed, the same for every --seed (default: one "
+                            "permutation with --seed for all roles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", dest="output_root", default=None, help="output root (default: $nnUNet_raw)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output dataset folder")
     args = parser.parse_args(argv)
-    out = run_entry(parser.prog, lambda: convert_msd_semi(
-        args.task_folder, args.dataset_id, args.labeled, args.val, args.test, args.unlabeled, args.imagests,
-        args.seed, args.output_root, args.overwrite))
+    split_args = {"--val": args.val, "--test": args.test, "--unlabeled": args.unlabeled, "--no-imagests": args.imagests,
+                  "--channels": args.channels, "--test-seed": args.test_seed}
+    if args.preset is not None:
+        given = [k for k, v in split_args.items() if v is not None]
+        if given:
+            parser.error(f"{', '.join(given)} cannot be combined with --preset {args.preset} (it sets the split)")
+        out = run_entry(parser.prog, lambda: convert_msd_preset(args.task_folder, args.preset, args.labeled,
+                                                                args.seed, args.dataset_id, args.output_root,
+                                                                args.overwrite))
+    else:
+        if args.dataset_id is None:
+            parser.error("-d is required without --preset")
+        out = run_entry(parser.prog, lambda: convert_msd_semi(
+            args.task_folder, args.dataset_id, args.labeled, args.val or 0, args.test or 0, args.unlabeled,
+            args.imagests is None, args.seed, args.output_root, args.overwrite, channels=args.channels,
+            test_seed=args.test_seed))
     print(f"After nnUNetv2_plan_and_preprocess, copy the split: python -c \"from dataset_conversion.msd import "
           f"copy_splits_to_preprocessed as c; c({os.path.basename(out)!r})\"")
+
 
 if __name__ == "__main__":
     convert_msd_entry()
