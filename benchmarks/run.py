@@ -246,7 +246,13 @@ def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
     means = [100 * stat(by_method[k], "mean", "dice")[0] for k in keys]
     stds = [100 * stat(by_method[k], "mean", "dice")[1] for k in keys]
     colors = ["0.6" if k == "labeled_only" else "tab:blue" for k in keys]
-    ax.bar(range(len(keys)), means, yerr=stds, color=colors, capsize=4)
+    ax.bar(range(len(keys)), means, yerr=stds, color=colors, capsize=4, alpha=0.6)
+    for i, k in enumerate(keys):  # every seed as a dot, labelled with its seed
+        for r in by_method[k]:
+            value = 100 * r["summary"]["mean"]["dice"]["mean"]
+            ax.plot(i, value, "o", color="k", markersize=4)
+            ax.annotate(str(r["seed"]), (i, value), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                        va="center")
     if base:
         ax.axhline(100 * stat(base, "mean", "dice")[0], color="0.3", linestyle="--", linewidth=1, label="labeled-only")
         ax.legend()

@@ -41,6 +41,19 @@ def pseudo_label_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> to
     return (logits_a.argmax(1) == logits_b.argmax(1)).float().mean()
 
 
+@torch.no_grad()
+def foreground_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Dice between the two argmax maps' foreground (class > 0), ``2 |F_a & F_b| / (|F_a| + |F_b|)``, with
+    ``F_k`` the voxels where ``argmax`` is a foreground class and ``&`` requiring the same class; 1 when neither
+    predicts foreground. Unlike :func:`pseudo_label_agreement` it is not dominated by background."""
+    a, b = logits_a.argmax(1), logits_b.argmax(1)
+    fg_a, fg_b = a > 0, b > 0
+    denominator = fg_a.sum() + fg_b.sum()
+    if denominator == 0:
+        return torch.ones((), device=logits_a.device)
+    return 2.0 * (fg_a & (a == b)).sum().float() / denominator.float()
+
+
 def sigmoid_rampup(current: float, rampup_length: float) -> float:
     """``exp(-5 (1 - t)^2)`` with ``t = clip(current / rampup_length, 0, 1)`` (Laine & Aila 2017; the usual
     ramp-up of consistency weights in mean-teacher / CPS code). ``rampup_length <= 0`` means no ramp-up (1.0)."""

@@ -26,7 +26,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.losses.cps import cross_pseudo_supervision, pseudo_label_agreement
+from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement
 from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.training.budgets import add_budget_variants
@@ -38,6 +38,7 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
         "sup_losses": "L_s (supervised)",
         "cps_losses": "L_c (cross pseudo supervision)",
         "pseudo_label_agreement": "pseudo-label agreement a/b (unlabeled)",
+        "foreground_agreement": "foreground Dice a/b (unlabeled)",
     }
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -79,7 +80,9 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
         loss_a, loss_b = sup_a + alpha * cps_a, sup_b + alpha * cps_b
         l_s, l_c = 0.5 * (sup_a + sup_b), 0.5 * (cps_a + cps_b)
         agreement = pseudo_label_agreement(full_resolution(out_a_u), full_resolution(out_b_u))
-        curves = {"sup_losses": l_s.item(), "cps_losses": l_c.item(), "pseudo_label_agreement": agreement.item()}
+        fg_agreement = foreground_agreement(full_resolution(out_a_u), full_resolution(out_b_u))
+        curves = {"sup_losses": l_s.item(), "cps_losses": l_c.item(), "pseudo_label_agreement": agreement.item(),
+                  "foreground_agreement": fg_agreement.item()}
         return loss_a + loss_b, l_s + alpha * l_c, curves
 
 

@@ -48,6 +48,8 @@ def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
     assert {k.split(".")[0] for k in checkpoint["network_weights"]} == {"net_a", "net_b"}
     logging = checkpoint["logging"]
     assert len(logging["cps_losses"]) == len(logging["pseudo_label_agreement"]) == 20
+    assert len(logging["foreground_agreement"]) == 20
+    assert all(0.0 <= v <= 1.0 for v in logging["foreground_agreement"])
     assert logging["cps_losses"][-1] < logging["cps_losses"][0]
     # progress.png: nnU-Net's three panels plus ours (one third more height)
     assert plt.imread(folder / "progress.png").shape[:2] == (7200, 3000)
@@ -80,6 +82,7 @@ def test_resume_with_c_is_bit_identical(hippocampus_nnunet, unlabeled_preprocess
         assert latest["current_epoch"] == 2
 
     final_a, final_b, _ = assert_resume_is_bit_identical(
-        hippocampus_nnunet, env_a, TRAINER_RESUME, curves=("cps_losses", "pseudo_label_agreement"), name="cps",
+        hippocampus_nnunet, env_a, TRAINER_RESUME, name="cps",
+        curves=("cps_losses", "pseudo_label_agreement", "foreground_agreement"),
         before_resume=interrupted, kill_epoch=2)
     assert final_a["current_epoch"] == final_b["current_epoch"] == 4

@@ -3,7 +3,7 @@
 2d, per trainer: one seeded nnUNetv2_train run (2 epochs x 5 iterations, batch 8 labeled + 8 unlabeled) serves the
 pipeline test (checkpoint, curves, nnUNetv2_predict + nnUNetv2_evaluate_folder; no accuracy claim at 10 iterations)
 and is the reference of the resume test (killed once epoch 1 started, --c, bit-identical). 3d_fullres: train,
-predict and evaluate (batch 2 + 2).
+predict and evaluate UniMatch (batch 2 + 2; its step contains FixMatch's).
 """
 import math
 
@@ -52,8 +52,10 @@ def test_resume_with_c_is_bit_identical(hippocampus_nnunet, trained):
     assert_resume_is_bit_identical(hippocampus_nnunet, env_a, _trainer(method), curves=CURVES[method], name=method)
 
 
-@pytest.mark.parametrize("method", list(CURVES))
-def test_3d_fullres_trains_and_predicts(hippocampus_nnunet, unlabeled_preprocessed, method):
+def test_3d_fullres_trains_and_predicts(hippocampus_nnunet, unlabeled_preprocessed):
+    """UniMatch's step is FixMatch's plus the feature stream: it covers both on 3D patches (3D CutMix boxes, 3D
+    strong transforms, channel dropout on 3D skips)."""
+    method = "nnUNetTrainerUniMatch"
     unlabeled_preprocessed("3d_fullres")
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "5"}
     proc = run(train_cmd(_trainer(method), "3d_fullres"), env)

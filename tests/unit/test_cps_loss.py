@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_semi.losses.cps import cross_pseudo_supervision, pseudo_label_agreement, sigmoid_rampup
+from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement, \
+    sigmoid_rampup
 
 
 def _ce_numpy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -55,6 +56,17 @@ def test_agreement_and_rampup():
     assert sigmoid_rampup(0, 0) == 1.0
     assert sigmoid_rampup(5, 10) == pytest.approx(math.exp(-5 * 0.25))
     assert sigmoid_rampup(20, 10) == 1.0 and sigmoid_rampup(0, 10) == pytest.approx(math.exp(-5))
+
+
+def test_foreground_agreement_is_the_dice_of_the_foreground_maps():
+    # argmax a = [0, 1, 2, 2, 0, 1], b = [0, 1, 1, 2, 2, 0]: same foreground class at 2 voxels, |F_a| = 4, |F_b| = 4
+    a = torch.nn.functional.one_hot(torch.tensor([[0, 1, 2, 2, 0, 1]]), 3).permute(0, 2, 1).float()
+    b = torch.nn.functional.one_hot(torch.tensor([[0, 1, 1, 2, 2, 0]]), 3).permute(0, 2, 1).float()
+    assert foreground_agreement(a, b).item() == pytest.approx(2 * 2 / (4 + 4))
+    assert pseudo_label_agreement(a, b).item() == pytest.approx(3 / 6)  # background agreement counts there
+    background = torch.zeros(1, 3, 6)
+    background[:, 0] = 1
+    assert foreground_agreement(background, background).item() == 1.0
 
 
 def test_shape_mismatch_is_rejected():
