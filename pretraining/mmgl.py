@@ -277,7 +277,8 @@ class MMGLLocalPretrainer(_MMGLBase):
                     f"{self.configuration_name} -p {self.plans_manager.plans_name} -f {self.fold} -m mmgl_global"
                     f"{'' if self.multi_view else ' --no-multi-view'} first, or pass --init-from <checkpoint>, or "
                     f"--no-global (ablation: random encoder).")
-            load_pretrained_networks(network, path, skip=("decoder.",))  # stage 1 trained the encoder only
+            load_pretrained_networks(network, path, skip=("decoder.",),  # stage 1 trained the encoder only
+                                     accepted_methods=(MMGLGlobalPretrainer.method_name,), user="mmgl_local")
             if self.rank == 0:
                 print(f"Encoder initialised from stage 1: {path}")
         return MultiScaleLocalModel(network, self.stages, self.projection_dim)
