@@ -16,7 +16,8 @@ Protocol helpers:
 
 Source helpers: :func:`source_folder`, :func:`read_list`, :func:`check_disjoint`, :func:`id_filter`,
 :func:`read_h5_pair` (h5 releases), :func:`read_header`, :func:`read_image` / :func:`read_label` (a label image
-checked against its image).
+checked against its image); each image reader first reads a gzip-compressed file's whole stream
+(:func:`check_compressed`), because ITK reads a truncated ``.nii.gz`` as zeros past the cut without an error.
 """
 import json
 import math
@@ -32,10 +33,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 from tqdm import tqdm
 
+from nnunet_semi.utils.gzip_check import gzip_problem
+
 __all__ = ["ConversionError", "FILE_ENDING", "SPLITS_FILE", "UNLABELED_FOLDER", "SELECTIONS", "Job",
            "num_from_ratio", "select_labeled", "split_pool", "sitk_image", "read_list", "source_folder",
-           "check_disjoint", "id_filter", "read_h5_pair", "read_header", "read_image", "read_label", "check_spacing",
-           "check_dataset_id", "prepare_target", "case_jobs", "write_dataset", "add_protocol_args",
+           "check_disjoint", "id_filter", "read_h5_pair", "check_compressed", "read_header", "read_image", "read_label",
+           "check_spacing", "check_dataset_id", "prepare_target", "case_jobs", "write_dataset", "add_protocol_args",
            "labeled_from_args", "summary_line", "print_dataset", "run_entry"]
 
 FILE_ENDING = ".nii.gz"
@@ -261,11 +264,21 @@ def read_h5_pair(path: str, ndim: int, release: str) -> Tuple[np.ndarray, np.nda
     return image, label
 
 
+def check_compressed(path: str, what: str = "image", fix: str = "Replace it with the release's file.") -> None:
+    """A gzip-compressed ``path`` (``.nii.gz``, ...) must decompress to its end-of-stream marker (a streamed read,
+    :func:`nnunet_semi.utils.gzip_check.gzip_problem`); else a ConversionError ``'<path>: the <what> is a truncated
+    or corrupt gzip file (<reason>). <fix>'``."""
+    problem = gzip_problem(path)
+    if problem:
+        raise ConversionError(f"{path}: the {what} is a truncated or corrupt gzip file ({problem}). {fix}")
+
+
 def read_header(path: str, what: str = "image", fix: str = "Replace it with the release's file."):
-    """SimpleITK ``ImageFileReader`` of ``path`` with the header read (no voxels); an unreadable header is a
-    ConversionError ``'<path>: cannot read the <what> header (<reason>). <fix>'``."""
+    """SimpleITK ``ImageFileReader`` of ``path`` with the header read (no voxels), after :func:`check_compressed`;
+    an unreadable header is a ConversionError ``'<path>: cannot read the <what> header (<reason>). <fix>'``."""
     import SimpleITK as sitk
 
+    check_compressed(path, what, fix)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
@@ -280,6 +293,7 @@ def read_image(path: str):
     the file)."""
     import SimpleITK as sitk
 
+    check_compressed(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
@@ -296,6 +310,7 @@ def read_label(path: str, image, image_path: str, same_spacing: bool = True):
     ConversionError naming both files. The label values are the caller's to check."""
     import SimpleITK as sitk
 
+    check_compressed(path, "label")
     try:
         lab = sitk.ReadImage(path)
     except RuntimeError as e:

@@ -27,7 +27,7 @@ import numpy as np
 # ConversionError and the constants are defined in .common and re-exported here (msd's public API).
 from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, _check_count,  # noqa: F401
                      _dataset_folders_with_id, _resolve_output_root, case_jobs, check_dataset_id, prepare_target,
-                     read_header, run_entry, source_folder, write_dataset)
+                     check_compressed, read_header, run_entry, source_folder, write_dataset)
 
 _TASK_RE = re.compile(r"^Task\d+_(.+)$")
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
@@ -72,6 +72,7 @@ def _write_case(images: Dict[str, str], labels: Dict[str, str], num_channels: in
                 lab_path: Optional[str]) -> None:
     _copy_image(images[case], img_path, num_channels)
     if lab_path is not None:
+        check_compressed(labels[case], "label", fix="Replace the file with a valid NIfTI.")
         shutil.copyfile(labels[case], lab_path)
 
 

@@ -272,6 +272,29 @@ def test_error_during_copy_leaves_no_partial_folder(tmp_path, msd_source):
     assert _listing(tmp_path / "raw") == []
 
 
+@pytest.mark.parametrize("kind", ["image", "label", "unlabeled"])
+def test_error_truncated_gzip_input_leaves_nothing(tmp_path, msd_source, kind):
+    """A truncated copy (first 1000 bytes, of a label half) of a real image or label: ITK would read it as zeros past the cut; the
+    converter names the file and the fix and writes nothing."""
+    task = _mini_task(tmp_path, msd_source)
+    msd = json.loads((task / "dataset.json").read_text())
+    rel = {"image": msd["training"][1]["image"], "label": msd["training"][3]["label"],
+           "unlabeled": msd["test"][0]}[kind]
+    cut = task / rel[2:]
+    data, full = cut.read_bytes(), _arr(cut)
+    cut.unlink()
+    cut.write_bytes(data[:min(1000, len(data) // 2)])  # labels compress to ~1.5 kB
+    silently_read = _arr(cut)  # what the conversion used to copy without a word
+    assert silently_read.shape == full.shape and (silently_read == 0).mean() > 0.95
+    assert not np.array_equal(silently_read, full)
+    with pytest.raises(ConversionError) as error:
+        convert_msd_semi(str(task), 903, 2, 1, 1, output_root=str(tmp_path / "raw"))
+    assert str(error.value) == (
+        f"{cut}: the {'label' if kind == 'label' else 'image'} is a truncated or corrupt gzip file (Compressed file "
+        f"ended before the end-of-stream marker was reached). Replace the file with a valid NIfTI.")
+    assert _listing(tmp_path / "raw") == []
+
+
 def test_cli_success_and_error(tmp_path, msd_source, capsys):
     task = _mini_task(tmp_path, msd_source)
     root = tmp_path / "raw"

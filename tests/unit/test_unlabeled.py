@@ -273,6 +273,22 @@ def test_corrupt_file_in_worker_process(planned, tmp_path):
                       'Cannot read', 'replace it with a valid image', num_processes=2)
 
 
+def test_truncated_gzip_file(planned, tmp_path):
+    """The first 1000 bytes of a valid image: ITK reads it without an error as a full-size, mostly zero array;
+    the streamed gzip read refuses it (in a worker process too), and no case is written for it."""
+    original = source('imagesTs', UNLABELED[1])
+
+    def write_truncated(path):
+        path.write_bytes(original.read_bytes()[:1000])
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # what would have entered the pool silently
+        assert array.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(original))).shape
+        assert (array == 0).mean() > 0.95
+    for num_processes in (1, 2):
+        expect_case_error(planned, tmp_path / str(num_processes), 'cut_0000.nii.gz', write_truncated,
+                          'truncated or corrupt gzip file (Compressed file ended before the end-of-stream marker',
+                          'Fix: copy it again from its source', num_processes=num_processes)
+
+
 def test_nan_values(planned, tmp_path):
     # ITK's NIfTI reader (SimpleITK 2.5) returns NaN and inf voxels of a .nii.gz as 0, so NaNs only reach nnU-Net
     # through other formats or readers: use .mha, which SimpleITKIO (the plans' reader) reads verbatim.
