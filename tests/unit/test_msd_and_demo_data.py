@@ -387,3 +387,23 @@ def test_demo_is_deterministic(tmp_path):
     # regenerating in place replaces the folder, nothing else is left in the root
     generate_demo_dataset(str(tmp_path / "a"), seed=3, **kw)
     assert _listing(tmp_path / "a") == ["Dataset990_SemiDemo"]
+
+
+def test_demo_fixes_the_thread_counts_of_training_and_prediction(monkeypatch):
+    """The table depends on torch's thread counts: the demo sets them (default 2) whatever the shell exports."""
+    from nnunet_semi import demo
+
+    outer = {"nnUNet_semi_threads": "1", "nnUNet_def_n_proc": "8", "PATH": "/bin"}
+    train_env, predict_env = demo.step_environments(outer)
+    assert (train_env["nnUNet_semi_threads"], train_env["nnUNet_semi_seed"], train_env["nnUNet_n_proc_DA"]) == \
+        ("2", "0", "0")
+    assert (predict_env["nnUNet_def_n_proc"], predict_env["nnUNet_semi_threads"]) == ("2", "2")
+    assert demo.step_environments(outer, 3)[1]["nnUNet_def_n_proc"] == "3" and outer["nnUNet_def_n_proc"] == "8"
+    with pytest.raises(ValueError, match="--threads 2"):
+        demo.step_environments(outer, 0)
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *args: calls.append(args))
+    demo.demo_entry(["--work", "w", "--threads", "4"])
+    assert calls[0][1:] == ("nnUNetTrainerCPS_10epochs_100its", False, 4)
+    with pytest.raises(SystemExit):
+        demo.demo_entry(["--threads", "0"])
