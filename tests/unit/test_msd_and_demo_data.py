@@ -274,8 +274,8 @@ def test_error_during_copy_leaves_no_partial_folder(tmp_path, msd_source):
 
 @pytest.mark.parametrize("kind", ["image", "label", "unlabeled"])
 def test_error_truncated_gzip_input_leaves_nothing(tmp_path, msd_source, kind):
-    """A truncated copy (first 1000 bytes, of a label half) of a real image or label: ITK would read it as zeros past the cut; the
-    converter names the file and the fix and writes nothing."""
+    """A truncated copy (first 1000 bytes, of a label half) of a real image or label: ITK would read it as zeros past
+    the cut; the converter names the file and the fix and writes nothing."""
     task = _mini_task(tmp_path, msd_source)
     msd = json.loads((task / "dataset.json").read_text())
     rel = {"image": msd["training"][1]["image"], "label": msd["training"][3]["label"],
