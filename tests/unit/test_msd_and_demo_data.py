@@ -10,16 +10,11 @@ import SimpleITK as sitk
 from dataset_conversion.msd import (ConversionError, convert_msd_entry, convert_msd_semi,
                                     copy_splits_to_preprocessed)
 from nnunet_semi.demo_data import generate_demo_dataset, synthesize_case
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-TASK = DATA / "hippocampus" / "Task04_Hippocampus"
+from tests.conftest import HIPPOCAMPUS, require
 
 
 def _task() -> Path:
-    if not (TASK / "dataset.json").is_file():
-        pytest.fail(f"Real test data missing: {TASK / 'dataset.json'} not found. The tests need the MSD "
-                    f"Task04_Hippocampus under <project>/../shared/data/hippocampus/ (see shared/data/README.md).")
-    return TASK
+    return require(HIPPOCAMPUS)
 
 
 def _ids(folder: Path, channel: bool) -> list:

@@ -22,9 +22,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.data import unlabeled
 from nnunet_semi.data.unlabeled import (MANIFEST_FILE, UnlabeledDataError, ensure_unlabeled_preprocessed,
                                         find_unlabeled_cases, preprocess_unlabeled)
+from tests.conftest import HIPPOCAMPUS, REPO as REPO_ROOT, require
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HIPPOCAMPUS = REPO_ROOT.parent / 'shared' / 'data' / 'hippocampus' / 'Task04_Hippocampus'
 DATASET = 'Dataset901_Hippo'
 CONFIGURATION = '3d_fullres'
 LABELED = ['hippocampus_004', 'hippocampus_006', 'hippocampus_007', 'hippocampus_008', 'hippocampus_014',
@@ -44,9 +43,7 @@ class Planned:
 
 
 def source(folder: str, case: str) -> Path:
-    path = HIPPOCAMPUS / folder / f'{case}.nii.gz'
-    assert path.is_file(), f'test data missing: {path} (expected the MSD Task04_Hippocampus dataset there)'
-    return path
+    return require(HIPPOCAMPUS) / folder / f'{case}.nii.gz'
 
 
 @pytest.fixture(scope='module')
