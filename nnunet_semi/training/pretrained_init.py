@@ -41,8 +41,8 @@ class PretrainedInitialisation:
     pretraining_variant: str = ""
     #: the ``-m`` name (and options) that produce the checkpoint, for the error message; default: method in lower case
     pretraining_command: str = None
-    #: the recorded methods (``checkpoint['pretraining']['method']``) this trainer fine-tunes from; default:
-    #: ``{pretraining_method}`` (its ablations record the same method name)
+    #: recorded methods (``checkpoint['pretraining']['method']``) accepted besides ``pretraining_method`` (whose
+    #: ablations record the same name): ``accepted_pretraining_methods`` is both; others need nnUNet_semi_pretrained_any
     extra_accepted_pretraining_methods: Tuple[str, ...] = ()
 
     @property
