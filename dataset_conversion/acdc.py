@@ -39,8 +39,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import (ConversionError, Job, add_protocol_args, check_disjoint, check_spacing, id_filter,
-                     labeled_from_args, prepare_target, read_h5_pair, read_header, read_image, read_label, read_list,
+from .common import (ConversionError, Job, add_protocol_args, check_compressed, check_disjoint, check_spacing,
+                     id_filter, labeled_from_args, prepare_target, read_h5_pair, read_header, read_image, read_label, read_list,
                      run_entry, select_labeled, sitk_image, source_folder, split_pool, write_dataset)
 
 DEFAULT_ID = 27
@@ -306,6 +306,7 @@ def _read_4d(path_4d: str, frame: int):
 
     if path_4d not in _CACHE_4D:
         _CACHE_4D.clear()
+        check_compressed(path_4d, "4D cine")
         try:
             img = sitk.ReadImage(path_4d)
         except RuntimeError as e:

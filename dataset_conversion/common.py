@@ -20,9 +20,12 @@ Protocol helpers:
 Source helpers: :func:`source_folder`, :func:`read_list`, :func:`check_disjoint`, :func:`id_filter`,
 :func:`check_case_id`, :func:`read_h5_pair` (h5 releases), :func:`read_header`, :func:`read_image` /
 :func:`read_label` (a label image checked against its image), :func:`check_label_values` (values against
-dataset.json's labels).
+dataset.json's labels); each image reader first reads a gzip-compressed file's whole stream
+(:func:`check_compressed`), because ITK reads a truncated ``.nii.gz`` as zeros past the cut without an error.
 """
+import contextlib
 import json
+import locale
 import math
 import os
 import re
@@ -37,11 +40,13 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 from tqdm import tqdm
 
+from nnunet_semi.utils.gzip_check import gzip_problem
+
 __all__ = ["ConversionError", "FILE_ENDING", "SPLITS_FILE", "UNLABELED_FOLDER", "SELECTIONS", "Job",
            "num_from_ratio", "select_labeled", "split_pool", "split_training_pool", "paper_provenance",
            "check_case_id", "check_label_values", "sitk_image", "read_list", "source_folder",
-           "check_disjoint", "id_filter", "read_h5_pair", "read_header", "read_image", "read_label", "check_spacing",
-           "check_dataset_id", "prepare_target", "case_jobs", "write_dataset", "add_protocol_args",
+           "check_disjoint", "id_filter", "read_h5_pair", "check_compressed", "keeps_locale", "read_header", "read_image", "read_label",
+           "check_spacing", "check_dataset_id", "prepare_target", "case_jobs", "write_dataset", "add_protocol_args",
            "labeled_from_args", "summary_line", "print_dataset", "run_entry"]
 
 FILE_ENDING = ".nii.gz"
@@ -318,11 +323,35 @@ def read_h5_pair(path: str, ndim: int, release: str) -> Tuple[np.ndarray, np.nda
     return image, label
 
 
+class keeps_locale(contextlib.ContextDecorator):
+    """Restore the process locale afterwards: GDCM (SimpleITK's DICOM reader) sets ``LC_ALL=C``, which silently turns
+    Python's default text encoding into ASCII for the rest of the process (e.g. ``subprocess.run(text=True)`` then
+    fails on nnU-Net's progress bars)."""
+
+    def __enter__(self):
+        self._saved = locale.setlocale(locale.LC_ALL)
+        return self
+
+    def __exit__(self, *exc):
+        locale.setlocale(locale.LC_ALL, self._saved)
+        return False
+
+
+def check_compressed(path: str, what: str = "image", fix: str = "Replace it with the release's file.") -> None:
+    """A gzip-compressed ``path`` (``.nii.gz``, ...) must decompress to its end-of-stream marker (a streamed read,
+    :func:`nnunet_semi.utils.gzip_check.gzip_problem`); else a ConversionError ``'<path>: the <what> is a truncated
+    or corrupt gzip file (<reason>). <fix>'``."""
+    problem = gzip_problem(path)
+    if problem:
+        raise ConversionError(f"{path}: the {what} is a truncated or corrupt gzip file ({problem}). {fix}")
+
+
 def read_header(path: str, what: str = "image", fix: str = "Replace it with the release's file."):
-    """SimpleITK ``ImageFileReader`` of ``path`` with the header read (no voxels); an unreadable header is a
-    ConversionError ``'<path>: cannot read the <what> header (<reason>). <fix>'``."""
+    """SimpleITK ``ImageFileReader`` of ``path`` with the header read (no voxels), after :func:`check_compressed`;
+    an unreadable header is a ConversionError ``'<path>: cannot read the <what> header (<reason>). <fix>'``."""
     import SimpleITK as sitk
 
+    check_compressed(path, what, fix)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
@@ -337,6 +366,7 @@ def read_image(path: str):
     the file)."""
     import SimpleITK as sitk
 
+    check_compressed(path)
     try:
         img = sitk.ReadImage(path)
     except RuntimeError as e:
@@ -353,6 +383,7 @@ def read_label(path: str, image, image_path: str, same_spacing: bool = True):
     ConversionError naming both files. The label values are the caller's to check."""
     import SimpleITK as sitk
 
+    check_compressed(path, "label")
     try:
         lab = sitk.ReadImage(path)
     except RuntimeError as e:

@@ -36,8 +36,8 @@ import numpy as np
 
 # ConversionError and the constants are defined in .common and re-exported here (msd's public API).
 from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, _check_count,  # noqa: F401
-                     _dataset_folders_with_id, _resolve_output_root, case_jobs, check_dataset_id, check_label_values,
-                     prepare_target, read_header, run_entry, source_folder, write_dataset)
+                     _dataset_folders_with_id, _resolve_output_root, case_jobs, check_compressed, check_dataset_id,
+                     check_label_values, prepare_target, read_header, run_entry, source_folder, write_dataset)
 
 _TASK_RE = re.compile(r"^Task\d+_(.+)$")
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_(.+)$")
@@ -147,6 +147,7 @@ def _write_case(images: Dict[str, str], labels: Dict[str, str], num_channels: in
                 label_values: Dict[str, int], case: str, img_path: str, lab_path: Optional[str]) -> None:
     size, spacing = _write_image(images[case], img_path, num_channels, channels)
     if lab_path is not None:
+        check_compressed(labels[case], "label", fix="Replace the file with a valid NIfTI.")
         _check_label(labels[case], size, spacing, images[case], label_values)
         shutil.copyfile(labels[case], lab_path)
 

@@ -34,8 +34,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import (ConversionError, add_protocol_args, case_jobs, check_case_id, check_disjoint,
-                     check_label_values, check_spacing, id_filter, labeled_from_args, paper_provenance,
+from .common import (ConversionError, add_protocol_args, case_jobs, check_case_id, check_compressed, check_disjoint,
+                     check_label_values, check_spacing, id_filter, keeps_locale, labeled_from_args, paper_provenance,
                      prepare_target, read_h5_pair, read_list, run_entry, sitk_image, source_folder, split_pool,
                      split_training_pool, write_dataset)
 
@@ -107,6 +107,7 @@ def _label_path(labels_dir: str, patient: str) -> str:
     return os.path.join(labels_dir, f"label{_PATIENT_RE.match(patient).group(1)}.nii.gz")
 
 
+@keeps_locale()
 def _find_series(folder: str) -> Tuple[str, List[str]]:
     """(series folder, slice files ordered by position) of the one DICOM series under a patient folder."""
     import SimpleITK as sitk
@@ -127,6 +128,7 @@ def _find_series(folder: str) -> Tuple[str, List[str]]:
     return d, list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(d, sid))
 
 
+@keeps_locale()
 def _read_series(series_dir: str, files: List[str]):
     """The CT volume in HU: int16 when the rescaled values are integers in its range, else float32."""
     import SimpleITK as sitk
@@ -185,6 +187,7 @@ def _write_dicom_case(series: Dict[str, Tuple[str, List[str]]], labels_dir: str,
     img = _read_series(series_dir, files)
     if lab_path is not None:
         src = _label_path(labels_dir, case)
+        check_compressed(src, "label", fix=_LABEL_FIX)
         try:
             lab = sitk.ReadImage(src)
         except RuntimeError as e:

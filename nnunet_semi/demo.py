@@ -8,6 +8,12 @@ ours), in a work folder of its own:
 3. ``nnunet_semi_preprocess_unlabeled -d 990 -c 2d`` (the trainer would also do this on its own);
 4. ``nnUNetv2_train 990 2d 0 -tr nnUNetTrainerCPS_<budget> -p nnUNetPlansSmall -device cpu``;
 5. ``nnUNetv2_predict`` on imagesTs and ``nnUNetv2_evaluate_folder`` against labelsTs; prints the Dice table.
+
+Reproducibility: training is seeded (``nnUNet_semi_seed=0``) with single-process augmentation
+(``nnUNet_n_proc_DA=0``), and training and prediction run with a fixed number of torch threads (``--threads``,
+default 2: ``nnUNet_semi_threads`` for the trainer, ``nnUNet_def_n_proc`` for ``nnUNetv2_predict``, which caps its
+threads at that value), whatever the calling shell exports. CPU float sums depend on how many threads split them,
+so the printed table is the same for the same thread count, software versions (torch, nnU-Net) and CPU type.
 """
 import argparse
 import json
@@ -22,6 +28,7 @@ from nnunet_semi.cli import ext_trainer_value
 
 DATASET_ID = 990
 SMALL_PLANS = "nnUNetPlansSmall"
+DEFAULT_THREADS = 2
 
 
 def _bin(name: str) -> str:
@@ -47,6 +54,18 @@ def nnunet_environment(work: Path) -> dict:
     return env
 
 
+def step_environments(env: dict, threads: int = DEFAULT_THREADS) -> tuple:
+    """``(train_env, predict_env)``: seeded, single-process augmentation, and ``threads`` torch threads for training
+    (``nnUNet_semi_threads``) and prediction (``nnUNet_def_n_proc``: ``nnUNetv2_predict`` caps torch's threads at
+    it), overriding what the calling shell exports so that the table depends on ``threads`` only."""
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}. Fix: pass --threads 2 (the default) or another "
+                         f"positive count.")
+    train_env = {**env, "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0"),
+                 "nnUNet_semi_seed": env.get("nnUNet_semi_seed", "0"), "nnUNet_semi_threads": str(threads)}
+    return train_env, {**train_env, "nnUNet_def_n_proc": str(threads)}
+
+
 def dice_table(summary_file: Path, dataset_json: dict) -> str:
     summary = json.loads(summary_file.read_text())
     names = {str(v): k for k, v in dataset_json["labels"].items()}
@@ -56,7 +75,7 @@ def dice_table(summary_file: Path, dataset_json: dict) -> str:
     return "\n".join(["| structure | Dice |", "|---|---|", *rows])
 
 
-def run_demo(work: Path, trainer: str, keep: bool = False) -> str:
+def run_demo(work: Path, trainer: str, keep: bool = False, threads: int = DEFAULT_THREADS) -> str:
     from dataset_conversion.msd import copy_splits_to_preprocessed
     from nnunet_semi.demo_data import generate_demo_dataset
     from nnunet_semi.utils.small_plans import make_small_plans
@@ -65,9 +84,9 @@ def run_demo(work: Path, trainer: str, keep: bool = False) -> str:
         shutil.rmtree(work)
     env = nnunet_environment(work)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    # single-process augmentation + a fixed seed: the demo prints the same numbers on every run of this machine
-    train_env = {**env, "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0"),
-                 "nnUNet_semi_seed": env.get("nnUNet_semi_seed", "0")}
+    # a fixed seed, single-process augmentation and fixed thread counts: the same table for the same threads,
+    # software versions and CPU type (module docstring)
+    train_env, predict_env = step_environments(env, threads)
 
     raw = Path(generate_demo_dataset(env["nnUNet_raw"], DATASET_ID))
     print(f"generated {raw}: " + ", ".join(f"{d}: {len(list((raw / d).glob('*.nii.gz')))}" for d in
@@ -86,7 +105,7 @@ def run_demo(work: Path, trainer: str, keep: bool = False) -> str:
     run_step("predict imagesTs (nnUNetv2_predict)",
              [_bin("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(DATASET_ID), "-c",
               "2d", "-f", "0", "-tr", trainer, "-p", SMALL_PLANS, "-device", "cpu", "--disable_tta", "-npp", "1",
-              "-nps", "1"], train_env)
+              "-nps", "1"], predict_env)
     dataset_name = raw.name
     plans_file = Path(env["nnUNet_results"]) / dataset_name / f"{trainer}__{SMALL_PLANS}__2d" / "plans.json"
     run_step("evaluate (nnUNetv2_evaluate_folder)",
@@ -97,14 +116,19 @@ def run_demo(work: Path, trainer: str, keep: bool = False) -> str:
     return table
 
 
-def demo_entry():
+def demo_entry(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="demo_output", help="work folder (default: ./demo_output)")
     parser.add_argument("--trainer", default="nnUNetTrainerCPS_10epochs_100its",
                         help="trainer to run (default: nnUNetTrainerCPS_10epochs_100its)")
     parser.add_argument("--keep", action="store_true", help="keep an existing work folder instead of starting over")
-    args = parser.parse_args()
-    run_demo(Path(args.work).resolve(), args.trainer, args.keep)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"torch threads for training and prediction (default: {DEFAULT_THREADS}); the printed "
+                             f"table is reproducible for a given thread count, software versions and CPU type")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    run_demo(Path(args.work).resolve(), args.trainer, args.keep, args.threads)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ projection head (global average pooling + two linear layers, 128-d,
 :class:`~nnunet_semi.networks.heads.ProjectionHead`) after each of the last three encoder stages. Each image of the
 batch is augmented twice (:mod:`pretraining.augment`) and ``L_g^M = sum_e lambda_g^e L_g^e`` (NT-Xent, tau 0.07,
 negatives gathered across DDP ranks; :func:`~nnunet_semi.losses.mmgl.multi_scale_global_loss`) with
-``lambda_g = (0.2, 0.2, 0.6)`` (lowest resolution first). Images: the fold's labeled training cases (labels
-unused) and imagesUnlabeled, in the transaxial, coronal and sagittal views
+``lambda_g = (0.2, 0.2, 0.6)`` in the paper's index order e (the encoder blocks in network order: the highest
+resolution first, the deepest, lowest-resolution stage last and weighted 0.6; :func:`scale_stages`). Images: the
+fold's labeled training cases (labels unused) and imagesUnlabeled, in the transaxial, coronal and sagittal views
 (:class:`~nnunet_semi.data.multiview.MultiViewDataset`). Checkpoint ``network_weights``: the encoder (``encoder.*``).
 
 Stage 2, ``-m mmgl_local`` (:class:`MMGLLocalPretrainer`, Sec. 3.2): the whole planned network, its encoder
@@ -15,8 +16,10 @@ or given with ``--init-from``), with a head of two 1x1 convolutions (128-d,
 :class:`~nnunet_semi.networks.heads.LocalProjectionHead`) on each of the last three decoder stages. On the fold's
 labeled cases (all three views) with two augmentations per image, the feature maps and the labels are sub-sampled
 with stride 4 and ``L_l^M = sum_d lambda_l^d L_l^d`` (:func:`~nnunet_semi.losses.mmgl.multi_scale_local_loss`,
-``lambda_l = (0.2, 0.2, 0.6)``, the full-resolution stage last). Checkpoint ``network_weights``: the whole network
-(keys of the planned U-Net), from which ``nnUNetTrainerMMGL`` starts (stage 3, :mod:`nnunet_semi.training.mmgl`).
+``lambda_l = (0.2, 0.2, 0.6)`` in the paper's index order d: the decoder blocks in network order, the lowest
+resolution first, the full-resolution stage last and weighted 0.6). Checkpoint ``network_weights``: the whole
+network (keys of the planned U-Net), from which ``nnUNetTrainerMMGL`` starts (stage 3,
+:mod:`nnunet_semi.training.mmgl`).
 
 ``-m simclr`` (:class:`SimCLRPretrainer`): the "Global" baseline of the paper's Table 1 (SimCLR [14]) = stage 1 with
 the last encoder stage only and the transaxial view only.
@@ -36,7 +39,7 @@ differs: the network is nnU-Net's planned 2D U-Net (the paper: a 4-level U-Net o
 random patches of the plans' patch size at the configuration's spacing (the paper: slices resized to 160 x 160).
 """
 import os
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -91,14 +94,21 @@ class MultiScaleLocalModel(nn.Module):
         return [head(features[s]) for head, s in zip(self.heads, self.stages)]
 
 
-def _check_weights(weights: Sequence[float], n_available: int, what: str) -> tuple:
+def scale_stages(weights: Sequence[float], n_available: int, what: str) -> Dict[int, float]:
+    """``{stage index: weight}`` for the last ``len(weights)`` of ``n_available`` encoder / decoder stages.
+
+    The weights are in network order, the paper's index order (e-th encoder block, d-th decoder block): weight ``i``
+    goes to stage ``n_available - len(weights) + i``. Encoder (``encoder.stages``, stage 0 = full resolution): the
+    highest resolution first, the deepest (lowest-resolution) stage last. Decoder (``decoder.stages``, stage 0 =
+    deepest): the lowest resolution first, the full-resolution stage last. With the paper's (0.2, 0.2, 0.6) the
+    deepest encoder stage and the full-resolution decoder stage get 0.6."""
     weights = tuple(float(w) for w in weights)
     if not 1 <= len(weights) <= n_available:
         raise ValueError(f"{len(weights)} {what} scale weights, but the planned network has {n_available} {what} "
                          f"stages. Fix: give between 1 and {n_available} weights (--scale-weights).")
     if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
         raise ValueError(f"scale weights must be >= 0 with at least one > 0, got {list(weights)}")
-    return weights
+    return {n_available - len(weights) + i: w for i, w in enumerate(weights)}
 
 
 class _MMGLBase(Pretrainer):
@@ -122,6 +132,8 @@ class _MMGLBase(Pretrainer):
 
     #: command-line options for the scale weights and the multi-view ablation (SimCLR: one scale, one view)
     multi_scale_multi_view_options = True
+    #: which stages the scale weights go to, in which order (the help of --scale-weights; see scale_stages)
+    scale_order = ""
 
     @classmethod
     def add_arguments(cls, group) -> None:
@@ -131,8 +143,7 @@ class _MMGLBase(Pretrainer):
                                 "with nnU-Net's InstanceNorm encoders; paper: off)")
         if cls.multi_scale_multi_view_options:
             group.add_argument("--scale-weights", type=float, nargs="+", default=None,
-                               help="lambda per scale on the last encoder (global) / decoder (local) stages, lowest "
-                                    "resolution first (paper: 0.2 0.2 0.6)")
+                               help=f"lambda per scale on the last {cls.scale_order} (paper: 0.2 0.2 0.6)")
             group.add_argument("--no-multi-view", action="store_true",
                                help="ablation: transaxial slices only (output folder suffix _noMV)")
 
@@ -158,12 +169,13 @@ class _MMGLBase(Pretrainer):
 
 class MMGLGlobalPretrainer(_MMGLBase):
     method_name = "MMGLGlobal"
+    scale_order = "encoder stages, in network order: highest resolution first, the deepest encoder stage last"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         n_stages = len(self.configuration_manager.network_arch_init_kwargs["features_per_stage"])
-        self.scale_weights = _check_weights(self.scale_weights, n_stages, "encoder")
-        self.stages = list(range(n_stages - len(self.scale_weights), n_stages))  # the last ones
+        per_stage = scale_stages(self.scale_weights, n_stages, "encoder")  # the deepest ones
+        self.stages, self.scale_weights = list(per_stage), tuple(per_stage.values())
 
     def variant_suffix(self) -> str:
         return "" if self.multi_view else "_noMV"
@@ -204,6 +216,7 @@ class SimCLRPretrainer(MMGLGlobalPretrainer):
 
 class MMGLLocalPretrainer(_MMGLBase):
     method_name = "MMGLLocal"
+    scale_order = "decoder stages, in network order: lowest resolution first, the full resolution decoder stage last"
     needs_labels = True
 
     @classmethod
@@ -225,8 +238,8 @@ class MMGLLocalPretrainer(_MMGLBase):
                  stride: int = PAPER_LOCAL_STRIDE, **kwargs):
         super().__init__(*args, **kwargs)
         n_decoder = len(self.configuration_manager.network_arch_init_kwargs["features_per_stage"]) - 1
-        self.scale_weights = _check_weights(self.scale_weights, n_decoder, "decoder")
-        self.stages = list(range(n_decoder - len(self.scale_weights), n_decoder))  # the highest resolutions
+        per_stage = scale_stages(self.scale_weights, n_decoder, "decoder")  # the highest resolutions
+        self.stages, self.scale_weights = list(per_stage), tuple(per_stage.values())
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}")
         if init_checkpoint and not use_global:
@@ -264,7 +277,8 @@ class MMGLLocalPretrainer(_MMGLBase):
                     f"{self.configuration_name} -p {self.plans_manager.plans_name} -f {self.fold} -m mmgl_global"
                     f"{'' if self.multi_view else ' --no-multi-view'} first, or pass --init-from <checkpoint>, or "
                     f"--no-global (ablation: random encoder).")
-            load_pretrained_networks(network, path, skip=("decoder.",))  # stage 1 trained the encoder only
+            load_pretrained_networks(network, path, skip=("decoder.",),  # stage 1 trained the encoder only
+                                     accepted_methods=(MMGLGlobalPretrainer.method_name,), user="mmgl_local")
             if self.rank == 0:
                 print(f"Encoder initialised from stage 1: {path}")
         return MultiScaleLocalModel(network, self.stages, self.projection_dim)

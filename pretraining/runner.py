@@ -157,10 +157,18 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ helpers for methods
     def build_planned_network(self, num_output_channels: int) -> nn.Module:
-        """nnU-Net's planned network for this configuration, without deep supervision."""
-        return nnUNetTrainer.build_network_architecture(self.plans_manager, self.configuration_manager,
-                                                        self.num_input_channels, num_output_channels,
-                                                        enable_deep_supervision=False)
+        """nnU-Net's planned network for this configuration, without deep supervision.
+
+        Without deep supervision the decoder runs only its last segmentation layer; the lower-resolution heads
+        (``decoder.seg_layers[:-1]``) never see data, so they are frozen (no gradient): DDP's reducer then does not
+        wait for them, and the checkpoint keeps every key of the planned network (fine-tuning trains its heads
+        anew either way)."""
+        network = nnUNetTrainer.build_network_architecture(self.plans_manager, self.configuration_manager,
+                                                           self.num_input_channels, num_output_channels,
+                                                           enable_deep_supervision=False)
+        for head in network.decoder.seg_layers[:-1]:
+            head.requires_grad_(False)
+        return network
 
     @property
     def output_folder(self) -> str:

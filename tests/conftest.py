@@ -1,25 +1,75 @@
 """Shared fixtures: the real data in ../shared/data and nnU-Net environments in temporary folders.
 
-Real-data tests fail (never skip) when ../shared/data is missing: CI has it.
+The real data is ``../shared/data`` beside the repository, or the folder named by ``NNUNET_SEMI_SHARED_DATA`` (as
+for the benchmarks). Where it is missing, real-data tests FAIL on CI (``CI`` set, as CI services do: CI has the data)
+and are skipped elsewhere (a fresh clone), with one line per test module saying which data it needs and how to point
+the suite at it (:func:`require`).
 """
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Mapping
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+DATA_ENV = "NNUNET_SEMI_SHARED_DATA"
+
+
+def shared_data_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$NNUNET_SEMI_SHARED_DATA`` if set (and not empty), else ``../shared/data`` beside the repository."""
+    return Path(environ.get(DATA_ENV) or REPO.parent / "shared" / "data")
+
+
+SHARED_DATA = shared_data_root()
 HIPPOCAMPUS = SHARED_DATA / "hippocampus" / "Task04_Hippocampus"
+ACDC_H5 = SHARED_DATA / "acdc_h5"
 HIPPO_ID = 901
 SMALL_PLANS = "nnUNetPlansSmall"
+#: fixtures (here and in test modules) that need real data, checked before any fixture runs: a skip raised inside a
+#: fixture is reported once per test, and a session fixture would repeat its first module's message for all others
+DATA_FIXTURES = {"hippocampus_nnunet": HIPPOCAMPUS, "unlabeled_preprocessed": HIPPOCAMPUS, "msd_source": HIPPOCAMPUS,
+                 "planned": HIPPOCAMPUS, "acdc_h5": ACDC_H5}
 
 
-def require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(f"real test data missing: {path} (expected ../shared/data beside the repository)")
-    return path
+def on_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """``CI`` set to anything but empty, ``0``, ``false`` or ``no`` (GitHub Actions, GitLab CI, ... set CI=true)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_data_decision(exists: bool, environ: Mapping[str, str] = os.environ) -> str:
+    """What a real-data test does: ``'run'`` when its data exists, else ``'fail'`` on CI and ``'skip'`` elsewhere."""
+    return "run" if exists else "fail" if on_ci(environ) else "skip"
+
+
+def missing_data_message(path: Path, module: str, environ: Mapping[str, str] = os.environ) -> str:
+    """One line: which module needs which data, and how to point the suite at it."""
+    root = shared_data_root(environ)
+    needed = Path(path).relative_to(root) if Path(path).is_relative_to(root) else Path(path)
+    return (f"{module} needs real test data {needed} under {root}, which is missing: put ../shared/data beside "
+            f"the repository or set {DATA_ENV}=<folder holding {needed}> (shared/data/README.md); "
+            f"{'CI is set, so this fails' if on_ci(environ) else 'skipped because CI is not set'}")
+
+
+def require(path: Path, module: str = None) -> Path:
+    """``path`` if it exists; else the test fails (CI) or is skipped (elsewhere) with :func:`missing_data_message`.
+    ``module`` names the test module in the message (default: the running test's, from pytest)."""
+    path = Path(path)
+    decision = missing_data_decision(path.exists())
+    if decision == "run":
+        return path
+    module = module or os.environ.get("PYTEST_CURRENT_TEST", "this test").split("::")[0]
+    message = missing_data_message(path, module)
+    if decision == "fail":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    for path in {DATA_FIXTURES[name] for name in item.fixturenames if name in DATA_FIXTURES}:
+        require(path, item.nodeid.split("::")[0])
 
 
 def nnunet_bin(name: str) -> str:

@@ -28,6 +28,8 @@ from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_datas
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
+from nnunet_semi.utils.gzip_check import gzip_problem
+
 UNLABELED_IMAGES_FOLDER = 'imagesUnlabeled'
 UNLABELED_FOLDER_SUFFIX = '_unlabeled'
 MANIFEST_FILE = 'unlabeled_manifest.json'
@@ -290,8 +292,14 @@ def _save_case(data: np.ndarray, seg: np.ndarray, properties: dict, output_filen
 
 
 def _read_and_validate(image_files: List[str], plans_manager: PlansManager) -> Tuple[np.ndarray, dict]:
-    """Read a case with the plans' reader; reject unreadable files, extra channels, non-finite values and images
-    whose dimensionality differs from the labeled training images."""
+    """Read a case with the plans' reader; reject truncated gzip files, unreadable files, extra channels, non-finite
+    values and images whose dimensionality differs from the labeled training images."""
+    for image_file in image_files:  # ITK reads a truncated .nii.gz as zeros past the cut, without an error
+        problem = gzip_problem(image_file)
+        if problem:
+            raise UnlabeledDataError(f"{image_file} is a truncated or corrupt gzip file ({problem}); its image would "
+                                     f"be read with zeros in place of the lost voxels. Fix: copy it again from its "
+                                     f"source (or replace it with a valid image) or remove the case.")
     reader = plans_manager.image_reader_writer_class()
     try:
         data, properties = reader.read_images(image_files)

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from nnunet_semi.losses.contrastive import info_nce
 
-#: Sec. 4.1: lambda_g^e and lambda_l^d on the last three encoder / decoder stages (lowest resolution first)
+#: Sec. 4.1: lambda_g^e and lambda_l^d on the last three encoder / decoder stages, in network order (the deepest
+#: encoder stage and the full-resolution decoder stage get 0.6; pretraining.mmgl.scale_stages)
 PAPER_SCALE_WEIGHTS = (0.2, 0.2, 0.6)
 PAPER_TEMPERATURE = 0.07
 #: "The extracted feature maps were downsampled with fixed stride 4"

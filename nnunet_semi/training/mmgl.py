@@ -59,6 +59,11 @@ class nnUNetTrainerMMGL(PretrainedInitialisation, nnUNetTrainerSemiSupervised):
         return "MMGLLocal" if self.use_local else "MMGLGlobal" if self.use_global else None
 
     @property
+    def extra_accepted_pretraining_methods(self):
+        # stage 1 alone (_noLocal) also fine-tunes SimCLR (the paper's "Global" row; README, nnUNet_semi_pretrained)
+        return () if self.use_local else ("SimCLR",)
+
+    @property
     def pretraining_variant(self) -> str:
         return ("" if self.multi_view else "_noMV") + ("" if self.use_global or not self.use_local else "_noMG")
 

@@ -4,10 +4,12 @@ The checkpoint is ``$nnUNet_results/<Dataset>/<Method>Pretrain__<plans>__<config
 checkpoint_final.pth`` (what ``nnunet_semi_pretrain -m <method>`` writes for the same plans, configuration and
 fold), or the file named by ``nnUNet_semi_pretrained=<path>`` (e.g. an ablation's checkpoint). It is read with
 ``torch.load(weights_only=True)``; one that does not fit the planned network is refused with the first mismatching
-key and both shapes (:func:`~nnunet_semi.networks.pretrained.load_pretrained_networks`).
+key and both shapes (:func:`~nnunet_semi.networks.pretrained.load_pretrained_networks`), and so is one whose
+recorded method (``checkpoint['pretraining']['method']``) is not among the trainer's
+``accepted_pretraining_methods`` (unless ``nnUNet_semi_pretrained_any=1``: deliberate cross-loading).
 """
 import os
-from typing import Tuple
+from typing import FrozenSet, Tuple
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
@@ -39,6 +41,13 @@ class PretrainedInitialisation:
     pretraining_variant: str = ""
     #: the ``-m`` name (and options) that produce the checkpoint, for the error message; default: method in lower case
     pretraining_command: str = None
+    #: recorded methods (``checkpoint['pretraining']['method']``) accepted besides ``pretraining_method`` (whose
+    #: ablations record the same name): ``accepted_pretraining_methods`` is both; others need nnUNet_semi_pretrained_any
+    extra_accepted_pretraining_methods: Tuple[str, ...] = ()
+
+    @property
+    def accepted_pretraining_methods(self) -> FrozenSet[str]:
+        return frozenset((self.pretraining_method, *self.extra_accepted_pretraining_methods))
 
     def pretrained_checkpoint(self) -> str:
         if os.environ.get(PRETRAINED_ENV):
@@ -56,6 +65,7 @@ class PretrainedInitialisation:
                 f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name} "
                 f"-m {self.pretraining_command or self.pretraining_method.lower()} -f {self.fold} first, or set "
                 f"{PRETRAINED_ENV}=<checkpoint>.")
-        loaded = load_pretrained_networks(self.network, path, skip=self.pretrained_skip)
+        loaded = load_pretrained_networks(self.network, path, skip=self.pretrained_skip,
+                                          accepted_methods=self.accepted_pretraining_methods, user=type(self).__name__)
         self.print_to_log_file(f"Initialised {len(loaded)} tensors from {path} (keys containing "
                                f"{', '.join(self.pretrained_skip)} trained anew)")

@@ -14,19 +14,15 @@ from dataset_conversion.acdc import acdc_entry, convert_acdc_h5, convert_acdc_or
 from dataset_conversion.common import ConversionError, num_from_ratio, read_list, select_labeled, split_pool
 from dataset_conversion.la import convert_la_h5, convert_la_nrrd, la_entry
 from dataset_conversion.mmwhs import CODE_TO_LABEL, LABELS as MMWHS_LABELS, convert_mmwhs, mmwhs_entry
+from tests.conftest import ACDC_H5, require
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-ACDC_H5 = DATA / "acdc_h5"
 # the first three patients of the release's train.list: SSL4MIS's 3-patient labeled set (its first 68 slices)
 SSL4MIS_3 = ["patient038", "patient050", "patient099"]
 H5_SUBSET = SSL4MIS_3 + ["patient100", "patient058", "patient028", "patient085"]  # 5 training + 2 validation
 
 
 def _acdc_h5() -> Path:
-    if not (ACDC_H5 / "train.list").is_file():
-        pytest.fail(f"Real test data missing: {ACDC_H5 / 'train.list'} not found. The tests need the SSL4MIS ACDC h5 "
-                    f"release under <project>/../shared/data/acdc_h5/ (see shared/data/README.md).")
-    return ACDC_H5
+    return require(ACDC_H5)  # the SSL4MIS ACDC h5 release
 
 
 def _ids(folder: Path, channel: bool = True) -> list:

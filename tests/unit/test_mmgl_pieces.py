@@ -15,7 +15,8 @@ from nnunet_semi.losses.mmgl import (local_supervised_contrastive_loss, multi_sc
                                      multi_scale_local_loss, subsample_with_labels)
 from nnunet_semi.training.mmgl import DICE_PORTFOLIOS, MMGL_VARIANTS, nnUNetTrainerMMGL
 from pretraining.augment import augment_2d
-from pretraining.mmgl import MultiScaleGlobalModel, MultiScaleLocalModel
+from pretraining.cli import build_parser
+from pretraining.mmgl import MultiScaleGlobalModel, MultiScaleLocalModel, scale_stages
 
 
 # ------------------------------------------------------------------------------- multi-view slices
@@ -206,6 +207,25 @@ def test_multi_scale_heads_on_a_planned_unet():
     assert not any(m._forward_hooks for m in net.decoder.stages)  # hooks removed after the forward
     feats[2].sum().backward()
     assert net.encoder.stages[0][0].convs[0].conv.weight.grad is not None
+
+
+def test_scale_weights_in_network_order_deepest_encoder_and_full_resolution_decoder_last():
+    """The paper's lambda^e / lambda^d = (0.2, 0.2, 0.6) follow its block index: the deepest (lowest-resolution)
+    encoder stage and the full-resolution decoder stage get 0.6; the words in the help say the same."""
+    net = _unet()  # 4 encoder stages, 3 decoder stages
+    x = torch.randn(1, 1, 32, 24)
+    encoder_sizes = [tuple(s.shape[2:]) for s in net.encoder(x)]
+    assert encoder_sizes == [(32, 24), (16, 12), (8, 6), (4, 3)]
+    assert scale_stages((0.2, 0.2, 0.6), 4, "encoder") == {1: 0.2, 2: 0.2, 3: 0.6}  # stage 3: 4 x 3, the deepest
+    local = MultiScaleLocalModel(net, list(scale_stages((0.2, 0.2, 0.6), 3, "decoder")), 8)
+    assert [tuple(f.shape[2:]) for f in local(x)] == [(8, 6), (16, 12), (32, 24)]  # 0.6 on the full resolution
+    assert scale_stages((1.0, 3.0), 3, "decoder") == {1: 1.0, 2: 3.0}
+    with pytest.raises(ValueError, match="--scale-weights"):
+        scale_stages((0.2, 0.2, 0.2, 0.4), 3, "decoder")
+    encoder_help = " ".join(build_parser("mmgl_global").format_help().split())
+    decoder_help = " ".join(build_parser("mmgl_local").format_help().split())
+    assert "highest resolution first, the deepest encoder stage last (paper: 0.2 0.2 0.6)" in encoder_help
+    assert "lowest resolution first, the full resolution decoder stage last (paper: 0.2 0.2 0.6)" in decoder_help
 
 
 # ------------------------------------------------------------------------------- stage 3: deep-supervision weights

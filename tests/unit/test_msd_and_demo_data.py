@@ -10,16 +10,11 @@ import SimpleITK as sitk
 from dataset_conversion.msd import (ConversionError, convert_msd_entry, convert_msd_semi,
                                     copy_splits_to_preprocessed)
 from nnunet_semi.demo_data import generate_demo_dataset, synthesize_case
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-TASK = DATA / "hippocampus" / "Task04_Hippocampus"
+from tests.conftest import HIPPOCAMPUS, require
 
 
 def _task() -> Path:
-    if not (TASK / "dataset.json").is_file():
-        pytest.fail(f"Real test data missing: {TASK / 'dataset.json'} not found. The tests need the MSD "
-                    f"Task04_Hippocampus under <project>/../shared/data/hippocampus/ (see shared/data/README.md).")
-    return TASK
+    return require(HIPPOCAMPUS)
 
 
 def _ids(folder: Path, channel: bool) -> list:
@@ -272,6 +267,29 @@ def test_error_during_copy_leaves_no_partial_folder(tmp_path, msd_source):
     assert _listing(tmp_path / "raw") == []
 
 
+@pytest.mark.parametrize("kind", ["image", "label", "unlabeled"])
+def test_error_truncated_gzip_input_leaves_nothing(tmp_path, msd_source, kind):
+    """A truncated copy (first 1000 bytes, of a label half) of a real image or label: ITK would read it as zeros past
+    the cut; the converter names the file and the fix and writes nothing."""
+    task = _mini_task(tmp_path, msd_source)
+    msd = json.loads((task / "dataset.json").read_text())
+    rel = {"image": msd["training"][1]["image"], "label": msd["training"][3]["label"],
+           "unlabeled": msd["test"][0]}[kind]
+    cut = task / rel[2:]
+    data, full = cut.read_bytes(), _arr(cut)
+    cut.unlink()
+    cut.write_bytes(data[:min(1000, len(data) // 2)])  # labels compress to ~1.5 kB
+    silently_read = _arr(cut)  # what the conversion used to copy without a word
+    assert silently_read.shape == full.shape and (silently_read == 0).mean() > 0.95
+    assert not np.array_equal(silently_read, full)
+    with pytest.raises(ConversionError) as error:
+        convert_msd_semi(str(task), 903, 2, 1, 1, output_root=str(tmp_path / "raw"))
+    assert str(error.value) == (
+        f"{cut}: the {'label' if kind == 'label' else 'image'} is a truncated or corrupt gzip file (Compressed file "
+        f"ended before the end-of-stream marker was reached). Replace the file with a valid NIfTI.")
+    assert _listing(tmp_path / "raw") == []
+
+
 def test_cli_success_and_error(tmp_path, msd_source, capsys):
     task = _mini_task(tmp_path, msd_source)
     root = tmp_path / "raw"
@@ -364,3 +382,23 @@ def test_demo_is_deterministic(tmp_path):
     # regenerating in place replaces the folder, nothing else is left in the root
     generate_demo_dataset(str(tmp_path / "a"), seed=3, **kw)
     assert _listing(tmp_path / "a") == ["Dataset990_SemiDemo"]
+
+
+def test_demo_fixes_the_thread_counts_of_training_and_prediction(monkeypatch):
+    """The table depends on torch's thread counts: the demo sets them (default 2) whatever the shell exports."""
+    from nnunet_semi import demo
+
+    outer = {"nnUNet_semi_threads": "1", "nnUNet_def_n_proc": "8", "PATH": "/bin"}
+    train_env, predict_env = demo.step_environments(outer)
+    assert (train_env["nnUNet_semi_threads"], train_env["nnUNet_semi_seed"], train_env["nnUNet_n_proc_DA"]) == \
+        ("2", "0", "0")
+    assert (predict_env["nnUNet_def_n_proc"], predict_env["nnUNet_semi_threads"]) == ("2", "2")
+    assert demo.step_environments(outer, 3)[1]["nnUNet_def_n_proc"] == "3" and outer["nnUNet_def_n_proc"] == "8"
+    with pytest.raises(ValueError, match="--threads 2"):
+        demo.step_environments(outer, 0)
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *args: calls.append(args))
+    demo.demo_entry(["--work", "w", "--threads", "4"])
+    assert calls[0][1:] == ("nnUNetTrainerCPS_10epochs_100its", False, 4)
+    with pytest.raises(SystemExit):
+        demo.demo_entry(["--threads", "0"])

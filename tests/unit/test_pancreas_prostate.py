@@ -3,6 +3,7 @@ al. 2023. Every source is generated here in the release's layout with tiny rando
 with SimpleITK, HU stored through rescale intercept / slope), never real dataset content. One test per malformed
 input; each checks that nothing is left in the output root."""
 import json
+import locale
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dataset_conversion.common import ConversionError, num_from_ratio
+from dataset_conversion.common import ConversionError, keeps_locale, num_from_ratio
 from dataset_conversion.msd import PRESETS, convert_msd_entry, convert_msd_preset, convert_msd_semi
 from dataset_conversion.pancreas import (LABELS_FOLDER, convert_pancreas_dicom, convert_pancreas_h5,
                                          pancreas_entry)
@@ -54,6 +55,7 @@ def _nothing_written(root: Path) -> bool:
 # ================================================================================================================
 # NIH Pancreas-CT, TCIA release (generated DICOM series + NIfTI labels)
 # ================================================================================================================
+@keeps_locale()  # GDCM sets LC_ALL=C; the rest of the test session must keep its locale
 def _write_series(folder: Path, hu_zyx: np.ndarray, origin, series_uid: str, intercept=-1024, slope=1) -> None:
     """One axial CT series, a file per slice, named in reverse slice order (the reader must sort by position)."""
     folder.mkdir(parents=True)
@@ -118,8 +120,10 @@ def tcia(tmp_path_factory):
 
 def test_pancreas_dicom_hu_geometry_split_and_integrity(tcia, tmp_path, capsys):
     root, truth = tcia
+    before = locale.setlocale(locale.LC_ALL)
     out = Path(convert_pancreas_dicom(str(root / "Pancreas-CT"), num_labeled=2, num_val=1, num_test=2, seed=0,
                                       output_root=str(tmp_path)))
+    assert locale.setlocale(locale.LC_ALL) == before  # GDCM's LC_ALL=C does not leak out of the converter
     assert out.name == "Dataset031_Pancreas"
     info = _dj(out)["nnunet_semi"]
     lab, val, test, unl = info["labeled"], info["val"], info["test"], info["unlabeled"]

@@ -22,9 +22,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.data import unlabeled
 from nnunet_semi.data.unlabeled import (MANIFEST_FILE, UnlabeledDataError, ensure_unlabeled_preprocessed,
                                         find_unlabeled_cases, preprocess_unlabeled)
+from tests.conftest import HIPPOCAMPUS, REPO as REPO_ROOT, require
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HIPPOCAMPUS = REPO_ROOT.parent / 'shared' / 'data' / 'hippocampus' / 'Task04_Hippocampus'
 DATASET = 'Dataset901_Hippo'
 CONFIGURATION = '3d_fullres'
 LABELED = ['hippocampus_004', 'hippocampus_006', 'hippocampus_007', 'hippocampus_008', 'hippocampus_014',
@@ -44,9 +43,7 @@ class Planned:
 
 
 def source(folder: str, case: str) -> Path:
-    path = HIPPOCAMPUS / folder / f'{case}.nii.gz'
-    assert path.is_file(), f'test data missing: {path} (expected the MSD Task04_Hippocampus dataset there)'
-    return path
+    return require(HIPPOCAMPUS) / folder / f'{case}.nii.gz'
 
 
 @pytest.fixture(scope='module')
@@ -271,6 +268,22 @@ def expect_case_error(planned, tmp_path, bad_name: str, write_bad, *fragments: s
 def test_corrupt_file_in_worker_process(planned, tmp_path):
     expect_case_error(planned, tmp_path, 'broken_0000.nii.gz', lambda p: p.write_bytes(b'not a nifti' * 100),
                       'Cannot read', 'replace it with a valid image', num_processes=2)
+
+
+def test_truncated_gzip_file(planned, tmp_path):
+    """The first 1000 bytes of a valid image: ITK reads it without an error as a full-size, mostly zero array;
+    the streamed gzip read refuses it (in a worker process too), and no case is written for it."""
+    original = source('imagesTs', UNLABELED[1])
+
+    def write_truncated(path):
+        path.write_bytes(original.read_bytes()[:1000])
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # what would have entered the pool silently
+        assert array.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(original))).shape
+        assert (array == 0).mean() > 0.95
+    for num_processes in (1, 2):
+        expect_case_error(planned, tmp_path / str(num_processes), 'cut_0000.nii.gz', write_truncated,
+                          'truncated or corrupt gzip file (Compressed file ended before the end-of-stream marker',
+                          'Fix: copy it again from its source', num_processes=num_processes)
 
 
 def test_nan_values(planned, tmp_path):
