@@ -10,8 +10,7 @@ from nnunet_semi.augmentation.weak_strong import (StrongIntensityConfig, apply_p
 from nnunet_semi.losses.weak_strong import (confident_pseudo_labels, masked_cross_entropy, masked_soft_dice,
                                             weak_to_strong_loss)
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
-from nnunet_semi.training import TRAINERS
-from tests.unit.test_teacher_family import DATASET_JSON, _plans
+from tests.unit.test_teacher_family import make_trainer  # noqa: F401 (the fixture: a real trainer, no data)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -137,8 +136,8 @@ def test_strong_perturbations_are_drawn_per_sample_and_switch_off():
 
 # ------------------------------------------------------------------------------------------------- feature perturbation
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_skip_feature_dropout_appends_perturbed_rows(make_semi_trainer, ndim):
-    trainer = make_semi_trainer("nnUNetTrainerUniMatch", ndim)
+def test_skip_feature_dropout_appends_perturbed_rows(make_trainer, ndim):
+    trainer = make_trainer("nnUNetTrainerUniMatch", ndim)
     net = trainer.network
     keys = sorted(net.state_dict())
     x = torch.randn(5, 1, *trainer.configuration_manager.patch_size)
@@ -160,24 +159,6 @@ def test_skip_feature_dropout_appends_perturbed_rows(make_semi_trainer, ndim):
 
 
 # ------------------------------------------------------------------------------------------------- trainers
-@pytest.fixture
-def make_semi_trainer(tmp_path, monkeypatch):
-    monkeypatch.setenv("nnUNet_results", str(tmp_path))
-    monkeypatch.delenv("nnUNet_semi_seed", raising=False)
-
-    def make(name: str, ndim: int):
-        trainer = TRAINERS[name](_plans(ndim), "cfg", 0, dict(DATASET_JSON), device=torch.device("cpu"))
-        trainer.num_epochs, trainer.num_iterations_per_epoch = 4, 5
-        trainer._set_batch_size_and_oversample()
-        torch.manual_seed(0)
-        trainer.network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager,
-                                                             1, 3, True)
-        trainer.loss = trainer._build_loss()
-        return trainer
-
-    return make
-
-
 def _inputs(trainer, n=4):
     g = torch.Generator().manual_seed(1)
     patch = trainer.configuration_manager.patch_size
@@ -199,18 +180,24 @@ def _fixed_strong_view(trainer, xu, p_box=1.0):
     return mixed, boxes, partner
 
 
+def _forward_again(trainer, x, target, xu, strong):
+    """Weak and strong full-resolution logits (float64 NumPy) and nnU-Net's supervised loss, computed separately."""
+    with torch.no_grad():
+        weak = trainer.network(xu)[0].double().numpy()
+        strong_logits = trainer.network(strong)[0].double().numpy()
+        sup = trainer.loss(trainer.network(x), target).item()
+    return weak, strong_logits, sup
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_fixmatch_loss_equals_independent_recomputation(make_semi_trainer, ndim):
-    trainer = make_semi_trainer("nnUNetTrainerFixMatch", ndim)
+def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim):
+    trainer = make_trainer("nnUNetTrainerFixMatch", ndim)
     trainer.confidence_threshold = 0.4  # an untrained 3-class network is rarely 0.95-confident
     x, target, xu = _inputs(trainer)
     strong, boxes, partner = _fixed_strong_view(trainer, xu)
     total, logged, curves = trainer.compute_losses(x, target, xu)
 
-    with torch.no_grad():
-        weak = trainer.network(xu)[0].double().numpy()
-        strong_logits = trainer.network(strong)[0].double().numpy()
-        sup = trainer.loss(trainer.network(x), target).item()
+    weak, strong_logits, sup = _forward_again(trainer, x, target, xu, strong)
     q = _softmax(weak)
     b, part = boxes.numpy(), partner.numpy()
     labels = np.where(b, q.argmax(1)[part], q.argmax(1))
@@ -226,19 +213,16 @@ def test_fixmatch_loss_equals_independent_recomputation(make_semi_trainer, ndim)
     assert all(p.grad is not None for n, p in trainer.network.named_parameters() if "seg_layers" not in n)
 
 
-def test_unimatch_weights_and_feature_stream(make_semi_trainer):
+def test_unimatch_weights_and_feature_stream(make_trainer):
     """With feature dropout 0 the perturbed stream is the weak prediction itself, so L_fp is the masked CE of the
     weak logits against their own pseudo-labels; L = L_s + 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp."""
-    trainer = make_semi_trainer("nnUNetTrainerUniMatch", 2)
+    trainer = make_trainer("nnUNetTrainerUniMatch", 2)
     trainer.feature_perturbation = SkipFeatureDropout(trainer.network, p=0.0)
     trainer.confidence_threshold = 0.4
     x, target, xu = _inputs(trainer)
     strong, boxes, partner = _fixed_strong_view(trainer, xu)
     total, _, curves = trainer.compute_losses(x, target, xu)
-    with torch.no_grad():
-        weak = trainer.network(xu)[0].double().numpy()
-        strong_logits = trainer.network(strong)[0].double().numpy()
-        sup = trainer.loss(trainer.network(x), target).item()
+    weak, strong_logits, sup = _forward_again(trainer, x, target, xu, strong)
     q = _softmax(weak)
     b, part = boxes.numpy(), partner.numpy()
     l_s = _masked_ce_numpy(strong_logits, np.where(b, q.argmax(1)[part], q.argmax(1)),
@@ -249,8 +233,8 @@ def test_unimatch_weights_and_feature_stream(make_semi_trainer):
     assert total.item() == pytest.approx(sup + 0.5 * l_s + 0.5 * l_fp, rel=1e-4)
 
 
-def test_unimatch_nofp_decodes_no_perturbed_rows(make_semi_trainer):
-    trainer = make_semi_trainer("nnUNetTrainerUniMatch_noFP", 2)
+def test_unimatch_nofp_decodes_no_perturbed_rows(make_trainer):
+    trainer = make_trainer("nnUNetTrainerUniMatch_noFP", 2)
     trainer.feature_perturbation = SkipFeatureDropout(trainer.network, p=0.5)
     x, target, xu = _inputs(trainer)
     rows = []
