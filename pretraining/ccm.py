@@ -58,15 +58,19 @@ class CCMPretrainer(Pretrainer):
         group.add_argument("--lambda-con", type=float, default=1.0, help="weight of L_con in eq. 3 (paper: 1)")
         group.add_argument("--no-con", action="store_true", help="ablation: without L_con")
         group.add_argument("--no-rec", action="store_true", help="ablation: without L_rec")
+        group.add_argument("--head-batch-norm", action="store_true",
+                           help="BatchNorm1d between the projector's two linear layers (not in the paper): nnU-Net's "
+                                "InstanceNorm encoders give nearly parallel pooled features at initialisation "
+                                "(cosine >= 0.99), which holds L_con at chance ln(2N-1) until they spread")
 
     @classmethod
     def kwargs_from_args(cls, args) -> dict:
         return dict(contrastive_kwargs(args), block_size=args.block_size, lambda_con=args.lambda_con,
-                    use_con=not args.no_con, use_rec=not args.no_rec)
+                    use_con=not args.no_con, use_rec=not args.no_rec, head_batch_norm=args.head_batch_norm)
 
     def __init__(self, *args, block_size: Optional[Sequence[int]] = None, projection_dim: int = 1000,
                  temperature: float = 0.07, lambda_con: float = 1.0, use_rec: bool = True, use_con: bool = True,
-                 **kwargs):
+                 head_batch_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         if not (use_rec or use_con):
             raise ValueError("CCM needs at least one of L_rec and L_con")
@@ -79,6 +83,7 @@ class CCMPretrainer(Pretrainer):
         self.lambda_con = lambda_con
         self.use_rec = use_rec
         self.use_con = use_con
+        self.head_batch_norm = head_batch_norm
 
     def default_batch_size(self) -> int:
         return 40 if len(self.configuration_manager.patch_size) == 2 else self.configuration_manager.batch_size
@@ -92,12 +97,13 @@ class CCMPretrainer(Pretrainer):
     def hyperparameters(self) -> dict:
         return {"block_size": list(self.block_size), "projection_dim": self.projection_dim,
                 "temperature": self.temperature, "lambda_con": self.lambda_con, "use_rec": self.use_rec,
-                "use_con": self.use_con}
+                "use_con": self.use_con, "head_batch_norm": self.head_batch_norm}
 
     def build_model(self) -> nn.Module:
         nets = [self.build_planned_network(self.num_input_channels) for _ in range(2)]
         deepest = self.configuration_manager.network_arch_init_kwargs["features_per_stage"][-1]
-        heads = [ProjectionHead(deepest, out_dim=self.projection_dim) for _ in range(2)]
+        heads = [ProjectionHead(deepest, out_dim=self.projection_dim, batch_norm=self.head_batch_norm)
+                 for _ in range(2)]
         return CCMModel(*nets, *heads)
 
     def network_weights(self) -> dict:

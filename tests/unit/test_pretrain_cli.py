@@ -24,7 +24,9 @@ def test_every_method_parses_its_defaults_into_valid_constructor_arguments():
 
 def test_options_reach_the_constructor():
     assert _kwargs("ccm", "--no-con", "--temperature", "0.2") == {
-        "temperature": 0.2, "block_size": None, "lambda_con": 1.0, "use_con": False, "use_rec": True}
+        "temperature": 0.2, "block_size": None, "lambda_con": 1.0, "use_con": False, "use_rec": True,
+        "head_batch_norm": False}
+    assert _kwargs("ccm", "--head-batch-norm")["head_batch_norm"] is True
     genesis = _kwargs("genesis", "--no-inpaint", "--shuffle-blocks", "5")
     assert genesis["outpaint_probability"] == 1.0 and genesis["num_blocks"] == 5
     assert genesis["paint_probability"] == 0.9 and genesis["nonlinear_probability"] == 0.9
