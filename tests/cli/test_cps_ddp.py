@@ -1,8 +1,9 @@
-"""nnUNetTrainerCPS under DDP: 2 ranks, gloo, CPU (nnU-Net's own DDP launcher needs CUDA + nccl, so the trainer
+"""nnUNetTrainerCPS, nnUNetTrainerFixMatch and nnUNetTrainerUniMatch under DDP: 2 ranks, gloo, CPU (nnU-Net's own DDP launcher needs CUDA + nccl, so the trainer
 is built programmatically and wrapped in DistributedDataParallel without device ids, as NNUNET_NOTES.md says)."""
 import os
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -14,19 +15,22 @@ from tests.helpers import free_port
 
 WORLD = 2
 STEPS = 3
+#: trainer -> a curve of its own (logged as the mean over ranks)
+TRAINERS_UNDER_TEST = {"nnUNetTrainerCPS": "cps_losses", "nnUNetTrainerFixMatch": "unsup_losses",
+                       "nnUNetTrainerUniMatch": "fp_losses"}
 
 
 
-def _worker(rank: int, env: dict, dataset: str, port: int, out_dir: str) -> None:
+def _worker(rank: int, env: dict, dataset: str, port: int, out_dir: str, name: str) -> None:
     os.environ.update(env)
     torch.set_num_threads(1)
-    from nnunet_semi.training.cps import nnUNetTrainerCPS
+    from nnunet_semi.training import TRAINERS
 
     pre = join(env["nnUNet_preprocessed"], dataset)
     plans = load_json(join(pre, SMALL_PLANS + ".json"))
     plans["continue_training"] = False
     # build before the process group exists: nnU-Net's __init__ switches to CUDA when it sees DDP
-    trainer = nnUNetTrainerCPS(plans, "2d", 0, load_json(join(pre, "dataset.json")), device=torch.device("cpu"))
+    trainer = TRAINERS[name](plans, "2d", 0, load_json(join(pre, "dataset.json")), device=torch.device("cpu"))
     trainer.output_folder = trainer.output_folder + f"_rank{rank}"  # separate logs per rank
     os.makedirs(trainer.output_folder, exist_ok=True)
     trainer.log_file = join(trainer.output_folder, "log.txt")
@@ -50,18 +54,22 @@ def _worker(rank: int, env: dict, dataset: str, port: int, out_dir: str) -> None
         "batch_size": trainer.batch_size, "unlabeled_batch_size": trainer.unlabeled_batch_size,
         "params_equal_across_ranks": all(torch.equal(gathered[0], g) for g in gathered),
         "losses": [float(o["loss"]) for o in outputs],
-        "cps_curve": trainer.logger.get_value("cps_losses", step=-1),
+        "curve": trainer.logger.get_value(TRAINERS_UNDER_TEST[name], step=-1),
     }
     torch.save(result, join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
 
 
-def test_cps_two_ranks_gloo(hippocampus_nnunet, tmp_path):
+@pytest.mark.parametrize("name", list(TRAINERS_UNDER_TEST))
+def test_two_ranks_gloo(hippocampus_nnunet, tmp_path, name):
+    """Per-rank batches, weights identical on both ranks after the steps (one DDP reducer per step: FixMatch's
+    no-gradient weak pass and UniMatch's feature-perturbation hook included), the method's curve averaged over
+    ranks, one RNG state per rank in the checkpoint."""
     env = train_env(hippocampus_nnunet["env"])
     plans = load_json(join(env["nnUNet_preprocessed"], hippocampus_nnunet["dataset"], SMALL_PLANS + ".json"))
     global_batch = plans["configurations"]["2d"]["batch_size"]
-    mp.spawn(_worker, args=(env, hippocampus_nnunet["dataset"], free_port(), str(tmp_path)), nprocs=WORLD,
+    mp.spawn(_worker, args=(env, hippocampus_nnunet["dataset"], free_port(), str(tmp_path), name), nprocs=WORLD,
              join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     assert sum(r["batch_size"] for r in results) == global_batch
@@ -70,7 +78,7 @@ def test_cps_two_ranks_gloo(hippocampus_nnunet, tmp_path):
         assert r["params_equal_across_ranks"]
         assert all(np.isfinite(r["losses"]))
     # the logged curve is the mean over ranks, identical on both
-    assert results[0]["cps_curve"] == results[1]["cps_curve"]
+    assert results[0]["curve"] == results[1]["curve"] and np.isfinite(results[0]["curve"])
     checkpoint = torch.load(tmp_path / "ddp_checkpoint.pth", map_location="cpu", weights_only=False)
     rng = checkpoint["nnunet_semi"]["rng_states"]
     assert len(rng) == WORLD and not torch.equal(rng[0]["torch"], rng[1]["torch"])
