@@ -41,6 +41,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("bcp", "nnUNetTrainerBCP", "BCP (Bai et al. 2023)"),
     Method("pl_contrast", "nnUNetTrainerPLContrast", "pseudo-label local contrastive (Chaitanya et al. 2023)"),
     Method("fixmatch", "nnUNetTrainerFixMatch", "FixMatch (Sohn et al. 2020; UniMatch Sec. 3.1)"),
+    Method("fixmatch_dice", "nnUNetTrainerFixMatch_dice", "FixMatch, soft Dice over the confident voxels (UniMatch's "
+           "medical loss)"),
+    Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
     Method("mmgl", "nnUNetTrainerMMGL", "MMGL (multi-scale multi-view global-local contrastive pretraining, "
            "then deeply supervised fine-tuning on the labeled cases)",
@@ -69,7 +72,7 @@ class Profile:
 
 
 CPU_METHODS = ("labeled_only", "cps", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
-               "bcp", "pl_contrast", "mmgl", "fixmatch", "unimatch")
+               "bcp", "pl_contrast", "mmgl", "fixmatch", "fixmatch_dice", "fixmatch_nocutmix", "unimatch")
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
     Profile(
