@@ -46,6 +46,16 @@ def train_cmd(trainer: str, configuration: str = "2d") -> list:
             "-device", "cpu"]
 
 
+def seeded_training(hippocampus_nnunet, unlabeled_preprocessed, trainer: str, seed: int,
+                    configuration: str = "2d") -> tuple:
+    """One uninterrupted seeded ``nnUNetv2_train`` run in the fixture's own results folder (where
+    :func:`predict_and_evaluate` looks): a pipeline test's model and a resume test's reference. Returns
+    ``(env, process)``."""
+    unlabeled_preprocessed(configuration)
+    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": str(seed)}
+    return env, run(train_cmd(trainer, configuration), env)
+
+
 def final_checkpoint(env: dict, dataset: str, trainer: str, configuration: str = "2d") -> dict:
     return torch.load(result_folder(env, dataset, trainer, configuration) / "checkpoint_final.pth",
                       map_location="cpu", weights_only=False)

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from tests.conftest import run, train_env
-from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
+from tests.helpers import (assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate,
+                           seeded_training)
 
 CURVES = {
     "nnUNetTrainerMeanTeacher": ("sup_losses", "consistency_losses", "consistency_weights"),
@@ -32,10 +32,7 @@ def _trainer(method: str) -> str:
 def trained(request, hippocampus_nnunet, unlabeled_preprocessed):
     """One uninterrupted seeded run per trainer: the pipeline test's model and the resume test's reference."""
     method = request.param
-    unlabeled_preprocessed("2d")
-    # the fixture's own results folder: nnUNetv2_predict in predict_and_evaluate looks there
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "3"}
-    return method, env, run(train_cmd(_trainer(method)), env)
+    return (method, *seeded_training(hippocampus_nnunet, unlabeled_preprocessed, _trainer(method), seed=3))
 
 
 def test_trains_predicts_evaluates(hippocampus_nnunet, trained):

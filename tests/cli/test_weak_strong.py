@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from tests.conftest import run, train_env
-from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
+from tests.helpers import (assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate,
+                           seeded_training)
 
 CURVES = {
     "nnUNetTrainerFixMatch": ("sup_losses", "unsup_losses", "confident_fraction", "pseudo_label_foreground"),
@@ -26,9 +26,7 @@ def _trainer(method: str) -> str:
 @pytest.fixture(scope="module", params=list(CURVES))
 def trained(request, hippocampus_nnunet, unlabeled_preprocessed):
     method = request.param
-    unlabeled_preprocessed("2d")
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "5"}
-    return method, env, run(train_cmd(_trainer(method)), env)
+    return (method, *seeded_training(hippocampus_nnunet, unlabeled_preprocessed, _trainer(method), seed=5))
 
 
 def test_trains_predicts_evaluates(hippocampus_nnunet, trained):
@@ -56,9 +54,8 @@ def test_3d_fullres_trains_and_predicts(hippocampus_nnunet, unlabeled_preprocess
     """UniMatch's step is FixMatch's plus the feature stream: it covers both on 3D patches (3D CutMix boxes, 3D
     strong transforms, channel dropout on 3D skips)."""
     method = "nnUNetTrainerUniMatch"
-    unlabeled_preprocessed("3d_fullres")
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "5"}
-    proc = run(train_cmd(_trainer(method), "3d_fullres"), env)
+    env, proc = seeded_training(hippocampus_nnunet, unlabeled_preprocessed, _trainer(method), seed=5,
+                                configuration="3d_fullres")
     assert "Unlabeled stream: 40 cases, batch size 2 per step (labeled: 2)" in proc.stdout
     logging = final_checkpoint(env, hippocampus_nnunet["dataset"], _trainer(method), "3d_fullres")["logging"]
     assert all(len(logging[key]) == 2 for key in CURVES[method])
