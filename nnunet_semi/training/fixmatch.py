@@ -72,14 +72,16 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         partner = torch.roll(torch.arange(n), -1)
         return cutmix(strong, boxes, partner), boxes, partner
 
-    def pseudo_labels_for(self, logits_weak: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor):
-        """Pseudo-labels and confidence mask of the weak view, mixed like the strong view; plus two curves."""
-        labels, confidence = confident_pseudo_labels(logits_weak)
-        labels, confidence = cutmix(labels, boxes, partner), cutmix(confidence, boxes, partner)
-        mask = confidence >= self.confidence_threshold
-        confident = mask.float().mean().item()
+    def mixed_pseudo_labels(self, labels: torch.Tensor, confidence: torch.Tensor, boxes: torch.Tensor,
+                            partner: torch.Tensor):
+        """The weak view's pseudo-labels and confidence mask (confidence >= tau), mixed like the strong view."""
+        return cutmix(labels, boxes, partner), cutmix(confidence, boxes, partner) >= self.confidence_threshold
+
+    @staticmethod
+    def pseudo_label_curves(labels: torch.Tensor, mask: torch.Tensor):
+        """``(confident fraction, foreground fraction of the confident pseudo-labels)``."""
         foreground = (labels[mask] > 0).float().mean().item() if mask.any() else 0.0
-        return labels, mask, confident, foreground
+        return mask.float().mean().item(), foreground
 
     def current_unsup_weight(self) -> float:
         return self.step_rampup(self.unsup_weight, self.unsup_rampup_fraction)
@@ -95,7 +97,8 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         logits_s = full_resolution(out_s)
 
         sup = self.loss(out_l, target)
-        labels, mask, confident, foreground = self.pseudo_labels_for(logits_w, boxes, partner)
+        labels, mask = self.mixed_pseudo_labels(*confident_pseudo_labels(logits_w), boxes, partner)
+        confident, foreground = self.pseudo_label_curves(labels, mask)
         unsup = weak_to_strong_loss(logits_s, labels, mask, self.unsup_loss)
         w = self.current_unsup_weight()
         total = sup + w * unsup

@@ -25,7 +25,7 @@ from contextlib import nullcontext
 
 import torch
 
-from nnunet_semi.losses.weak_strong import weak_to_strong_loss
+from nnunet_semi.losses.weak_strong import confident_pseudo_labels, weak_to_strong_loss
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
 from nnunet_semi.networks.outputs import full_resolution, split_batch
@@ -65,11 +65,11 @@ class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
         logits_w, logits_s1, logits_s2, *logits_fp = full_resolution(out_u).split(n_u)
 
         sup = self.loss(out_l, target)
-        identity = torch.arange(n_u)
-        no_box = torch.zeros_like(boxes_1)
-        labels_w, mask_w, confident, foreground = self.pseudo_labels_for(logits_w, no_box, identity)
-        labels_1, mask_1, _, _ = self.pseudo_labels_for(logits_w, boxes_1, partner_1)
-        labels_2, mask_2, _, _ = self.pseudo_labels_for(logits_w, boxes_2, partner_2)
+        labels_w, confidence_w = confident_pseudo_labels(logits_w)  # once; mixed below for each strong view
+        mask_w = confidence_w >= self.confidence_threshold
+        confident, foreground = self.pseudo_label_curves(labels_w, mask_w)
+        labels_1, mask_1 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_1, partner_1)
+        labels_2, mask_2 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_2, partner_2)
         l_s1 = weak_to_strong_loss(logits_s1, labels_1, mask_1, self.unsup_loss)
         l_s2 = weak_to_strong_loss(logits_s2, labels_2, mask_2, self.unsup_loss)
         l_fp = weak_to_strong_loss(logits_fp[0], labels_w, mask_w, self.unsup_loss) if use_fp else \
