@@ -40,9 +40,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("dtc", "nnUNetTrainerDTC", "DTC (Luo et al. 2021)"),
     Method("bcp", "nnUNetTrainerBCP", "BCP (Bai et al. 2023)"),
     Method("pl_contrast", "nnUNetTrainerPLContrast", "pseudo-label local contrastive (Chaitanya et al. 2023)"),
-    Method("fixmatch", "nnUNetTrainerFixMatch", "FixMatch (Sohn et al. 2020; UniMatch Sec. 3.1)"),
-    Method("fixmatch_dice", "nnUNetTrainerFixMatch_dice", "FixMatch, soft Dice over the confident voxels (UniMatch's "
-           "medical loss)"),
+    Method("fixmatch", "nnUNetTrainerFixMatch", "FixMatch (Sohn et al. 2020; UniMatch Sec. 3.1), soft Dice over the "
+           "confident voxels (the default, UniMatch's medical loss)"),
+    Method("fixmatch_ce", "nnUNetTrainerFixMatch_ce", "FixMatch with the paper's CE over the confident voxels"),
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
     Method("mmgl", "nnUNetTrainerMMGL", "MMGL (multi-scale multi-view global-local contrastive pretraining, "
@@ -72,7 +72,7 @@ class Profile:
 
 
 CPU_METHODS = ("labeled_only", "cps", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
-               "bcp", "pl_contrast", "mmgl", "fixmatch", "fixmatch_dice", "fixmatch_nocutmix", "unimatch")
+               "bcp", "pl_contrast", "mmgl", "fixmatch", "fixmatch_ce", "fixmatch_nocutmix", "unimatch")
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
     Profile(

@@ -8,12 +8,20 @@ and confidences mixed with the same boxes)::
 
     q = softmax(f(u_w))  (no gradient),   y_hat = argmax_c q,   m = 1(max_c q >= tau)
     L_u = 1 / |V| * sum_v m_v * H(y_hat_v, f(u_s)_v)                      (FixMatch's unlabeled loss, per voxel)
+    L_u = 1 - 1/C sum_c (2 sum_v m_v p_vc y_vc) / (sum_v m_v p_vc + sum_v m_v y_vc)   (the default: soft Dice)
     L   = L_s + lambda_u * L_u
 
 Defaults (knobs as attributes): ``confidence_threshold`` tau = 0.95, ``unsup_weight`` lambda_u = 1,
-``unsup_loss = 'ce'`` (``'dice'``: UniMatch's medical code, ``'ce+dice'``), ``cutmix_probability`` 0.5 per sample
+``unsup_loss = 'dice'`` (soft Dice over the confident voxels, UniMatch's medical code; ``'ce'``: FixMatch's own
+per-voxel CE, the variant ``nnUNetTrainerFixMatch_ce``; ``'ce+dice'``), ``cutmix_probability`` 0.5 per sample
 (0 = no CutMix), strong perturbations :class:`~nnunet_semi.augmentation.weak_strong.StrongIntensityConfig`
 (``strong_config``), ``unsup_rampup_fraction`` 0 (no ramp-up, as FixMatch; the threshold is its curriculum).
+
+Why Dice is the default (issue 21: where the paper's exact setting loses inside nnU-Net, the default is the setting
+that measured best and the paper's stays a named variant): on the ``hippocampus5-cpu`` benchmark (5 labeled
+Hippocampus cases, 3 seeds paired with labeled-only nnU-Net, 70.29 +- 0.69 mean Dice) the Dice loss scores
+77.14 +- 0.95 (+6.85, every seed) and FixMatch's CE 73.33 +- 0.81 (+3.04). About 97 % of the confident voxels are
+background, so the CE term is mostly a background term; Dice weighs each class equally.
 
 Where nnU-Net's setting differs from the papers:
 
@@ -54,7 +62,7 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.confidence_threshold = 0.95  # tau
         self.unsup_weight = 1.0  # lambda_u
-        self.unsup_loss = "ce"
+        self.unsup_loss = "dice"
         self.unsup_rampup_fraction = 0.0
         self.cutmix_probability = 0.5
         self.strong_config = StrongIntensityConfig()
@@ -106,8 +114,19 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
                               "confident_fraction": confident, "pseudo_label_foreground": foreground}
 
 
+class nnUNetTrainerFixMatch_ce(nnUNetTrainerFixMatch):
+    """FixMatch's own unlabeled loss (the paper's setting): per-voxel CE over the confident voxels, ``1/|V|``
+    normalised. Measured below the Dice default on ``hippocampus5-cpu`` (+3.04 vs +6.85 over labeled-only)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.unsup_loss = "ce"
+
+
 class nnUNetTrainerFixMatch_dice(nnUNetTrainerFixMatch):
-    """FixMatch with UniMatch's medical unlabeled loss: soft Dice over the confident voxels."""
+    """The default (soft Dice over the confident voxels) under its explicit name: the benchmark runs and any
+    checkpoint trained as ``nnUNetTrainerFixMatch_dice`` keep predicting with it."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -124,6 +143,6 @@ class nnUNetTrainerFixMatch_noCutMix(nnUNetTrainerFixMatch):
         self.cutmix_probability = 0.0
 
 
-FIXMATCH_VARIANTS = {name: cls for base in (nnUNetTrainerFixMatch, nnUNetTrainerFixMatch_dice,
-                                            nnUNetTrainerFixMatch_noCutMix)
+FIXMATCH_VARIANTS = {name: cls for base in (nnUNetTrainerFixMatch, nnUNetTrainerFixMatch_ce,
+                                            nnUNetTrainerFixMatch_dice, nnUNetTrainerFixMatch_noCutMix)
                      for name, cls in {base.__name__: base, **add_budget_variants(base)}.items()}

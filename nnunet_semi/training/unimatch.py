@@ -11,7 +11,8 @@ FixMatch (:mod:`nnunet_semi.training.fixmatch`) plus
     L_u = lambda * 1/2 (L_s1 + L_s2) + mu * L_fp,    lambda = mu = 0.5 (the paper's weights)
     L   = L_s + L_u
 
-  ``L_s1``, ``L_s2``, ``L_fp`` are FixMatch's confident-voxel loss (``unsup_loss``, default CE) against the
+  ``L_s1``, ``L_s2``, ``L_fp`` are FixMatch's confident-voxel loss (``unsup_loss``, default soft Dice
+  as in UniMatch's medical code) against the
   weak-view pseudo-labels (mixed with each strong view's own boxes), threshold tau = 0.95.
 
 Knobs: ``image_weight`` (lambda), ``feature_weight`` (mu), ``feature_dropout`` (p); the FixMatch knobs apply.

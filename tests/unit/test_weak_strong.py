@@ -24,6 +24,17 @@ def _masked_ce_numpy(logits, labels, mask):
     return (ce * mask).sum() / ce.size  # 1/|V| sum over ALL voxels of 1(conf >= tau) * H
 
 
+def _masked_dice_numpy(logits, labels, mask, smooth=1e-5):
+    """1 - mean over classes of the soft Dice on the confident voxels (sums over the whole batch)."""
+    p = _softmax(logits)
+    dice = []
+    for c in range(logits.shape[1]):
+        y = (labels == c).astype(float)
+        inter = (mask * p[:, c] * y).sum()
+        dice.append((2 * inter + smooth) / ((mask * p[:, c]).sum() + (mask * y).sum() + smooth))
+    return 1 - np.mean(dice)
+
+
 # ------------------------------------------------------------------------------------------------- losses
 @pytest.mark.parametrize("shape", [(3, 4, 9, 7), (2, 3, 4, 5, 6)])
 def test_confident_ce_equals_numpy_recomputation(shape):
@@ -45,17 +56,12 @@ def test_confident_dice_equals_numpy_recomputation():
     rng = np.random.default_rng(1)
     logits, labels = rng.normal(size=(2, 3, 6, 5)) * 2, rng.integers(0, 3, size=(2, 6, 5))
     mask = rng.random((2, 6, 5)) > 0.4
-    p, s = _softmax(logits), 1e-5
-    dice = []
-    for c in range(3):
-        y = (labels == c).astype(float)
-        inter = (mask * p[:, c] * y).sum()
-        dice.append((2 * inter + s) / ((mask * p[:, c]).sum() + (mask * y).sum() + s))
+    expected = _masked_dice_numpy(logits, labels, mask)
     got = masked_soft_dice(torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(mask)).item()
-    assert got == pytest.approx(1 - np.mean(dice), rel=1e-6)  # computed in float32
+    assert got == pytest.approx(expected, rel=1e-6)  # computed in float32
     both = weak_to_strong_loss(torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(mask), "ce+dice")
     ce = _masked_ce_numpy(logits, labels, mask)
-    assert both.item() == pytest.approx(0.5 * (ce + 1 - np.mean(dice)), rel=1e-6)
+    assert both.item() == pytest.approx(0.5 * (ce + expected), rel=1e-6)
     with pytest.raises(ValueError, match="unknown unlabeled loss"):
         weak_to_strong_loss(torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(mask), "mse")
 
@@ -190,8 +196,10 @@ def _forward_again(trainer, x, target, xu, strong):
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim):
-    trainer = make_trainer("nnUNetTrainerFixMatch", ndim)
+@pytest.mark.parametrize("trainer_name, recompute", [("nnUNetTrainerFixMatch", _masked_dice_numpy),  # the default
+                                                     ("nnUNetTrainerFixMatch_ce", _masked_ce_numpy)])  # the paper's
+def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim, trainer_name, recompute):
+    trainer = make_trainer(trainer_name, ndim)
     trainer.confidence_threshold = 0.4  # an untrained 3-class network is rarely 0.95-confident
     x, target, xu = _inputs(trainer)
     strong, boxes, partner = _fixed_strong_view(trainer, xu)
@@ -202,7 +210,7 @@ def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim):
     b, part = boxes.numpy(), partner.numpy()
     labels = np.where(b, q.argmax(1)[part], q.argmax(1))
     mask = np.where(b, q.max(1)[part], q.max(1)) >= 0.4
-    l_u = _masked_ce_numpy(strong_logits, labels, mask)
+    l_u = recompute(strong_logits, labels, mask)
     assert 0.05 < mask.mean() < 0.95  # the threshold selects a real subset here
     assert curves["confident_fraction"] == pytest.approx(mask.mean())
     assert curves["pseudo_label_foreground"] == pytest.approx((labels[mask] > 0).mean())
@@ -214,8 +222,9 @@ def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim):
 
 
 def test_unimatch_weights_and_feature_stream(make_trainer):
-    """With feature dropout 0 the perturbed stream is the weak prediction itself, so L_fp is the masked CE of the
-    weak logits against their own pseudo-labels; L = L_s + 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp."""
+    """With feature dropout 0 the perturbed stream is the weak prediction itself, so L_fp is the masked soft Dice
+    (the default unlabeled loss) of the weak logits against their own pseudo-labels;
+    L = L_s + 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp."""
     trainer = make_trainer("nnUNetTrainerUniMatch", 2)
     trainer.feature_perturbation = SkipFeatureDropout(trainer.network, p=0.0)
     trainer.confidence_threshold = 0.4
@@ -225,9 +234,9 @@ def test_unimatch_weights_and_feature_stream(make_trainer):
     weak, strong_logits, sup = _forward_again(trainer, x, target, xu, strong)
     q = _softmax(weak)
     b, part = boxes.numpy(), partner.numpy()
-    l_s = _masked_ce_numpy(strong_logits, np.where(b, q.argmax(1)[part], q.argmax(1)),
-                           np.where(b, q.max(1)[part], q.max(1)) >= 0.4)
-    l_fp = _masked_ce_numpy(weak, q.argmax(1), q.max(1) >= 0.4)
+    l_s = _masked_dice_numpy(strong_logits, np.where(b, q.argmax(1)[part], q.argmax(1)),
+                             np.where(b, q.max(1)[part], q.max(1)) >= 0.4)
+    l_fp = _masked_dice_numpy(weak, q.argmax(1), q.max(1) >= 0.4)
     assert curves["unsup_losses"] == pytest.approx(l_s, rel=1e-4)  # both strong views are the fixed one here
     assert curves["fp_losses"] == pytest.approx(l_fp, rel=1e-4)
     assert total.item() == pytest.approx(sup + 0.5 * l_s + 0.5 * l_fp, rel=1e-4)
