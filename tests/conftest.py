@@ -101,6 +101,14 @@ def train_env(env: dict) -> dict:
     return {**env, "nnUNet_n_proc_DA": "0"}
 
 
+def seeded_env(env: dict, seed: int) -> dict:
+    """A reproducible training: seeded, single-process augmentation and one torch thread. With one intra-op thread
+    every reduction (GEMM, convolution weight gradients, sums) runs in one fixed order, so two runs, or a run and
+    its ``--c`` continuation, are bit-identical by construction, whatever else loads the machine (with several
+    threads the split of a reduction across threads is part of the result)."""
+    return {**train_env(env), "nnUNet_semi_seed": str(seed), "nnUNet_semi_threads": "1"}
+
+
 def run(cmd, env, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
     if proc.returncode != 0:

@@ -8,7 +8,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
+from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, seeded_env, train_env
 
 
 def free_port() -> int:
@@ -52,7 +52,7 @@ def seeded_training(hippocampus_nnunet, unlabeled_preprocessed, trainer: str, se
     :func:`predict_and_evaluate` looks): a pipeline test's model and a resume test's reference. Returns
     ``(env, process)``."""
     unlabeled_preprocessed(configuration)
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": str(seed)}
+    env = seeded_env(hippocampus_nnunet["env"], seed)
     return env, run(train_cmd(trainer, configuration), env)
 
 
@@ -71,6 +71,8 @@ def assert_resume_is_bit_identical(hippocampus_nnunet, env_a: dict, trainer: str
     epoch ``kill_epoch`` started and continued with ``--c``: asserts that the final weights, optimizer state and curves
     (nnU-Net's and ``curves``) equal the uninterrupted run's. ``before_resume(folder)`` may inspect the interrupted
     folder. Returns ``(final_a, final_b, resume_process)`` for method-specific checks."""
+    assert env_a.get("nnUNet_semi_threads") == "1" and "nnUNet_semi_seed" in env_a, \
+        "the reference run must be seeded and single-threaded: build its env with tests.conftest.seeded_env"
     dataset = hippocampus_nnunet["dataset"]
     env_b = {**env_a, "nnUNet_results": str(hippocampus_nnunet["root"] / f"res_{name or trainer}_resumed"),
              **(extra_env or {})}

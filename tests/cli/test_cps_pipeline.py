@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from nnunet_semi import ext_trainer_dir
-from tests.conftest import nnunet_bin, run, train_env
+from tests.conftest import nnunet_bin, run, seeded_env, train_env
 from tests.helpers import assert_resume_is_bit_identical, predict_and_evaluate, result_folder, train_cmd
 
 # measured (seed 0, 2 CPU cores): see test_cps_train_predict_evaluate_2d
@@ -73,7 +73,7 @@ def test_resume_with_c_is_bit_identical(hippocampus_nnunet, unlabeled_preprocess
     """2d, seeded, single-process augmentation: run A trains 4 epochs; run B is killed (SIGKILL) while in epoch 2
     and continued with --c. Final weights, optimizer state and the logged losses must be identical."""
     unlabeled_preprocessed("2d")
-    env_a = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "1234",
+    env_a = {**seeded_env(hippocampus_nnunet["env"], 1234),
              "nnUNet_results": str(hippocampus_nnunet["root"] / "res_uninterrupted")}
     run(train_cmd(TRAINER_RESUME), env_a)
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from tests.conftest import run, train_env
+from tests.conftest import run, seeded_env
 from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
 
 TRAINER = "nnUNetTrainerDualStreamCL_2epochs_5its"
@@ -19,7 +19,7 @@ CURVES = ("sup_losses", "unsup_losses", "reg_losses", "contrastive_losses", "mdi
 def trained(hippocampus_nnunet, unlabeled_preprocessed):
     """One uninterrupted seeded training run: the pipeline test's model and the resume test's reference."""
     unlabeled_preprocessed("3d_fullres")
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "7"}
+    env = seeded_env(hippocampus_nnunet["env"], 7)
     return env, run(train_cmd(TRAINER, "3d_fullres"), env)
 
 

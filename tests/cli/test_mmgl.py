@@ -11,7 +11,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from nnunet_semi.networks.pretrained import PretrainedWeightsError
-from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
+from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, seeded_env, train_env
 from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
 
 EPOCHS, ITERS = 3, 4
@@ -109,7 +109,7 @@ def test_stage3_trainer_starts_from_stage2(hippocampus_nnunet, stage2, monkeypat
 
 @pytest.fixture(scope="module")
 def trained(hippocampus_nnunet, stage2):
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "3"}
+    env = seeded_env(hippocampus_nnunet["env"], 3)
     return env, run(train_cmd(TRAINER), env)
 
 

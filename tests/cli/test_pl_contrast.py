@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_semi.training.semi_base import CHECKPOINT_KEY
-from tests.conftest import run, train_env
+from tests.conftest import run, seeded_env
 from tests.helpers import assert_identical, assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, \
     train_cmd
 
@@ -24,7 +24,7 @@ CURVES = ("sup_losses", "contrastive_losses", "pseudo_label_accepted", "joint_st
 def trained(hippocampus_nnunet, unlabeled_preprocessed):
     """One uninterrupted seeded training run: the pipeline test's model and the resume test's reference."""
     unlabeled_preprocessed("2d")
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "7"}
+    env = seeded_env(hippocampus_nnunet["env"], 7)
     return env, run(train_cmd(TRAINER), env)
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from tests.conftest import SMALL_PLANS, run, train_env
+from tests.conftest import SMALL_PLANS, run, seeded_env
 from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
 
 #: trainer -> (its method curves, the top-level keys of network_weights)
@@ -30,7 +30,7 @@ def trained(request, hippocampus_nnunet, unlabeled_preprocessed):
     """One uninterrupted seeded training run per trainer: the pipeline test's model and the resume reference."""
     trainer = request.param
     unlabeled_preprocessed("2d")
-    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "7"}
+    env = seeded_env(hippocampus_nnunet["env"], 7)
     return trainer, env, run(train_cmd(trainer + BUDGET), env)
 
 
