@@ -23,7 +23,8 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # W&B: nnU-Net's optional logger (nnUNet_wandb_enabled=1); in the test extra so that its test runs in CI
+    extras_require={"wandb": ["wandb>=0.18"], "test": ["pytest>=7", "wandb>=0.18"]},
     entry_points={
         "console_scripts": [
             "nnunet_semi_ext_trainer=nnunet_semi.cli:ext_trainer_entry",

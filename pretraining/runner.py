@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results  # noqa: E402
+from nnunetv2.training.logging.nnunet_logger import MetaLogger  # noqa: E402
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader  # noqa: E402
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name  # noqa: E402
@@ -231,6 +232,22 @@ class Pretrainer:
         fig.savefig(join(self.output_folder, "progress.png"))
         plt.close(fig)
 
+    def _start_external_loggers(self, resume: bool) -> None:
+        """nnU-Net's own external loggers (``nnUNet_wandb_enabled=1`` -> Weights & Biases, with nnU-Net's
+        ``nnUNet_wandb_project`` / ``nnUNet_wandb_mode``), rank 0 only: the pretraining curves go where a training's
+        go, in a run stored in the output folder (``wandb/``) and continued by ``--c``."""
+        self._external_loggers = MetaLogger(self.output_folder, resume).loggers if self.rank == 0 else []
+        for logger in self._external_loggers:
+            logger.update_config({"pretraining_method": self.method_name, "dataset": self.dataset_name,
+                                  "plans": self.plans_manager.plans_name, "configuration": self.configuration_name,
+                                  "fold": str(self.fold), "num_epochs": self.num_epochs,
+                                  "learning_rate": self.learning_rate, **self.hyperparameters()})
+
+    def _log_external(self, epoch: int) -> None:
+        for logger in self._external_loggers:
+            for key, values in self.history.items():
+                logger.log(key, values[-1], epoch)
+
     def run(self, continue_training: bool = False) -> str:
         """Pretrain (or continue an interrupted run) and return the final checkpoint's path."""
         maybe_mkdir_p(self.output_folder)
@@ -250,6 +267,7 @@ class Pretrainer:
             scheduler.load_state_dict(resume_state["scheduler_state"])
             self.history = resume_state["history"]
             start_epoch = resume_state["epoch"]
+        self._start_external_loggers(resume=resume_state is not None)
         if self.is_ddp:
             self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                              find_unused_parameters=self.has_unused_parameters())
@@ -290,6 +308,7 @@ class Pretrainer:
                 self.history.setdefault(k, []).append(float(mean))
             self._save(latest, optimizer, scheduler, epoch + 1)
             self._plot()
+            self._log_external(epoch)
         self._save(final, optimizer, scheduler, self.num_epochs)
         if self.rank == 0 and isfile(latest):
             os.remove(latest)
