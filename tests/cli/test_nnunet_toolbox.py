@@ -7,7 +7,7 @@ One seeded CPS run (2 epochs x 5 iterations, validation exported with ``--npz``)
   float tolerance), ``nnUNetPredictor.predict_from_files`` and ``predict_single_npy_array`` on the original folder;
 * ``--val --npz`` and ``--val --val_best`` re-validate the finished run;
 * ``nnUNetv2_find_best_configuration`` over CPS and MC-Net (fold 0), then ``nnUNetv2_ensemble`` and
-  ``nnUNetv2_apply_postprocessing`` with the commands it writes;
+  ``nnUNetv2_apply_postprocessing`` with the files it selected; folds 0 and 1 share the unlabeled pool;
 * ``-pretrained_weights`` with a labeled-only nnU-Net checkpoint, through nnU-Net's ``maybe_load_checkpoint``;
 * ResEnc-M presets: ``nnUNetv2_plan_and_preprocess -pl nnUNetPlannerResEncM``, every pretraining method on them and
   one training step + checkpoint + predictor-style strict loading of every trainer.
@@ -379,3 +379,32 @@ def test_resenc_presets_pretrain_and_train_every_trainer(hippocampus_nnunet, too
     assert report["nnUNetTrainerMCNet"]["classes"] == ["TwoDecoderNetwork"]
     assert {n for n, r in report.items() if r.get("validation_only_load")} == {
         "nnUNetTrainerCCMCPS", "nnUNetTrainerIDEAL", "nnUNetTrainerPLContrastPI", "nnUNetTrainerMMGL"}
+
+
+# nnUNetv2_train's trainer set-up for two folds: the labeled split and the unlabeled folder each would train on
+FOLD_INPUTS = """
+import json, os, sys, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+report = {}
+for fold in (0, 1):
+    trainer = get_trainer_from_args("%d", "2d", fold, "nnUNetTrainerCPS", "%s", device=torch.device("cpu"))
+    train, val = trainer.do_split()
+    folder = trainer.unlabeled_folder()
+    report[fold] = {"train": sorted(train), "val": sorted(val), "unlabeled": folder,
+                    "unlabeled_cases": sorted(f for f in os.listdir(folder) if f.endswith(".pkl"))}
+json.dump(report, open(sys.argv[1], "w"))
+""" % (HIPPO_ID, SMALL_PLANS)
+
+
+def test_every_fold_reads_the_same_unlabeled_pool(toolbox, tmp_path):
+    """Item 2: each fold trains on its own labeled split (fold 1: nnU-Net's seeded 80:20 split, the converter's
+    splits_final.json has one fold) and on the same unlabeled cache, which holds no labeled case."""
+    out = tmp_path / "folds.json"
+    run([sys.executable, "-c", FOLD_INPUTS, out], {**toolbox["env"], "nnUNet_results": str(tmp_path)})
+    folds = json.loads(out.read_text())
+    assert folds["0"]["unlabeled"] == folds["1"]["unlabeled"]
+    assert folds["0"]["unlabeled_cases"] == folds["1"]["unlabeled_cases"] and len(folds["0"]["unlabeled_cases"]) == 40
+    assert (folds["0"]["train"], folds["0"]["val"]) != (folds["1"]["train"], folds["1"]["val"])
+    labeled = set(folds["0"]["train"] + folds["0"]["val"])
+    assert set(folds["1"]["train"] + folds["1"]["val"]) == labeled
+    assert not labeled & {c[:-len(".pkl")] for c in folds["0"]["unlabeled_cases"]}
