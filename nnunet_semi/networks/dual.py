@@ -55,6 +55,10 @@ class DualNetwork(nn.Module):
     def members(self) -> List[nn.Module]:
         return [self.net_a, self.net_b]
 
+    def planned_networks(self):
+        """Both members (``-pretrained_weights`` with a single-network checkpoint loads into each that fits)."""
+        return {"net_a": self.net_a, "net_b": self.net_b}
+
     def set_deep_supervision(self, enabled: bool) -> None:
         for net in self.members:
             net.decoder.deep_supervision = enabled

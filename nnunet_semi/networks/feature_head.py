@@ -26,6 +26,10 @@ class DecoderFeatureHead(nn.Module):
         self._features = None
         self.net.decoder.seg_layers[-1].register_forward_pre_hook(self._capture)
 
+    def planned_networks(self):
+        """The U-Net; the head keeps its initialisation."""
+        return {"net": self.net}
+
     @property
     def feature_channels(self) -> int:
         return self.net.decoder.seg_layers[-1].in_channels

@@ -1,7 +1,8 @@
 """Load pretrained weights into a fine-tuning network, with one clear error when they do not fit the plans or come
 from a pretraining method the network does not expect."""
 import os
-from typing import Iterable, List, Optional
+import pickle
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -38,21 +39,31 @@ def check_pretraining_method(checkpoint: dict, checkpoint_file: str, accepted: I
 
 
 def load_pretrained_networks(network: nn.Module, checkpoint_file: str, skip: Iterable[str] = (".seg_layers.",),
-                             accepted_methods: Optional[Iterable[str]] = None, user: str = "this network"
-                             ) -> List[str]:
+                             accepted_methods: Optional[Iterable[str]] = None, user: str = "this network",
+                             weights_only: bool = True) -> List[str]:
     """Copy ``checkpoint['network_weights']`` into ``network`` (DDP / compile wrappers are unwrapped).
 
     Every key of the network except those containing a string of ``skip`` (by default nnU-Net's segmentation
     heads, which fine-tuning trains anew) must exist in the checkpoint with the same shape; extra checkpoint keys
     (e.g. reconstruction heads, projectors) are ignored. ``accepted_methods``: the pretraining methods
     (``Pretrainer.method_name``) whose checkpoints ``user`` accepts (:func:`check_pretraining_method`); None: any.
-    The file is read with ``weights_only=True`` onto the CPU. Nothing is loaded unless everything fits. Returns the
-    loaded keys.
+    The file is read onto the CPU, with ``weights_only=True`` unless ``weights_only=False`` (nnU-Net's own training
+    checkpoints hold NumPy values and need it, as in nnU-Net's loader). Nothing is loaded unless everything fits.
+    Returns the loaded keys.
     """
     try:
-        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=weights_only)
     except FileNotFoundError:
         raise PretrainedWeightsError(f"pretrained checkpoint {checkpoint_file} does not exist") from None
+    except pickle.UnpicklingError:
+        if not weights_only:
+            raise
+        raise PretrainedWeightsError(
+            f"{checkpoint_file} holds more than tensors (torch.load(weights_only=True) refuses it): it is not a "
+            f"checkpoint of nnunet_semi_pretrain, which {user} starts from (e.g. it is an nnU-Net training "
+            f"checkpoint). Fix: to start from a trained nnU-Net model use a trainer without pretraining (e.g. "
+            f"nnUNetTrainerCPS) with nnUNetv2_train -pretrained_weights; for {user} run nnunet_semi_pretrain "
+            f"first.") from None
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise PretrainedWeightsError(f"{checkpoint_file} has no 'network_weights' entry: it is not a checkpoint "
                                      f"written by nnunet_semi_pretrain or nnU-Net")
@@ -78,3 +89,52 @@ def load_pretrained_networks(network: nn.Module, checkpoint_file: str, skip: Ite
     target.update(loaded)
     unwrap(network).load_state_dict(target)
     return list(loaded)
+
+
+class EncoderDecoder(nn.Module):
+    """A view of ``encoder`` + ``decoder`` (registered, not copied) with the state-dict keys of one planned
+    dynamic_network_architectures U-Net (``encoder.*``, ``decoder.*``): loading into it writes into the modules
+    it was built from."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+
+def planned_networks(network: nn.Module) -> Dict[str, nn.Module]:
+    """The parts of ``network`` that are each one planned nnU-Net (named): what a labeled-only nnU-Net checkpoint
+    initialises. A wrapper lists them with a ``planned_networks()`` method (two networks of CPS, student and teacher,
+    encoder + first decoder of a two-decoder network); any other network is its ``encoder`` + ``decoder`` (extra
+    heads, e.g. a contrastive projection head, keep their fresh initialisation)."""
+    module = unwrap(network)
+    if hasattr(module, "planned_networks"):
+        return dict(module.planned_networks())
+    return {"network": EncoderDecoder(module.encoder, module.decoder)}
+
+
+def load_into_planned_networks(network: nn.Module, checkpoint_file: str, skip: Iterable[str] = (".seg_layers.",)
+                               ) -> Tuple[Dict[str, int], Dict[str, str]]:
+    """``nnUNetv2_train -pretrained_weights`` for a network of this package: a checkpoint of the same network (e.g.
+    a finished CPS run for another CPS run) loads as a whole; otherwise the checkpoint (e.g. a labeled-only
+    nnU-Net's ``checkpoint_final.pth``) is loaded into every part of :func:`planned_networks` it fits, keys
+    containing ``skip`` (the segmentation heads) excepted, as nnU-Net's loader does.
+
+    Returns ``({part: tensors loaded}, {part: why it kept its initialisation})``; raises
+    :class:`PretrainedWeightsError` (the first part's mismatch) when it fits none."""
+    try:
+        return {"network": len(load_pretrained_networks(network, checkpoint_file, skip, weights_only=False))}, {}
+    except PretrainedWeightsError as whole:
+        if "does not fit" not in str(whole):
+            raise  # missing file, no 'network_weights'
+    loaded, kept = {}, {}
+    for name, part in planned_networks(network).items():
+        try:
+            loaded[name] = len(load_pretrained_networks(part, checkpoint_file, skip, weights_only=False))
+        except PretrainedWeightsError as error:
+            kept[name] = str(error)
+    if not loaded:
+        name, reason = next(iter(kept.items()))
+        raise PretrainedWeightsError(f"-pretrained_weights: no network of this trainer fits the checkpoint ({name}: "
+                                     f"{reason})")
+    return loaded, kept

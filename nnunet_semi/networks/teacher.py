@@ -81,6 +81,10 @@ class MeanTeacherNetwork(nn.Module):
             p.requires_grad_(False)
         self.evaluate = evaluate
 
+    def planned_networks(self):
+        """Student and teacher (the teacher starts as a copy of the student)."""
+        return {"student": self.student, "teacher": self.teacher}
+
     def set_deep_supervision(self, enabled: bool) -> None:
         for net in (self.student, self.teacher):
             net.decoder.deep_supervision = enabled

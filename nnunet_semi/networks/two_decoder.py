@@ -92,6 +92,13 @@ class TwoDecoderNetwork(nn.Module):
     def decoders(self):
         return [self.decoder_1, self.decoder_2]
 
+    def planned_networks(self):
+        """The shared encoder with decoder 1 (the planned decoder); decoder 2 (interpolation up-sampling, another
+        architecture) keeps its own initialisation."""
+        from nnunet_semi.networks.pretrained import EncoderDecoder
+
+        return {"encoder + decoder_1": EncoderDecoder(self.encoder, self.decoder_1)}
+
     def set_deep_supervision(self, enabled: bool) -> None:
         for decoder in self.decoders:
             decoder.deep_supervision = enabled

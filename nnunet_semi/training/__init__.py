@@ -16,6 +16,7 @@ from nnunet_semi.training.mcnet import MCNET_VARIANTS, nnUNetTrainerMCNet
 from nnunet_semi.training.mean_teacher import MEAN_TEACHER_VARIANTS, nnUNetTrainerMeanTeacher
 from nnunet_semi.training.mmgl import MMGL_VARIANTS, nnUNetTrainerMMGL
 from nnunet_semi.training.pl_contrast import PL_CONTRAST_VARIANTS, nnUNetTrainerPLContrast
+from nnunet_semi.training.pretrained_weights import install as _install_pretrained_weights_hook
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 from nnunet_semi.training.uamt import UAMT_VARIANTS, nnUNetTrainerUAMT
 from nnunet_semi.training.unimatch import UNIMATCH_VARIANTS, nnUNetTrainerUniMatch
@@ -39,6 +40,9 @@ TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY
             "nnUNetTrainerBCP": nnUNetTrainerBCP, **BCP_VARIANTS,
             # weak-to-strong consistency
             **FIXMATCH_VARIANTS, **UNIMATCH_VARIANTS}
+
+# nnUNetv2_train -pretrained_weights: the trainers load the file themselves (see pretrained_weights.py)
+_install_pretrained_weights_hook()
 
 # the trainer classes imported above (budget and ablation variants live in their modules, found through TRAINERS)
 __all__ = ["TRAINERS", "nnUNetTrainerEMATeacherBase", "nnUNetTrainerSemiSupervised",

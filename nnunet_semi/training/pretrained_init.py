@@ -50,14 +50,32 @@ class PretrainedInitialisation:
         return frozenset((self.pretraining_method, *self.extra_accepted_pretraining_methods))
 
     def pretrained_checkpoint(self) -> str:
+        if getattr(self, "_pretrained_weights_file", None):
+            return self._pretrained_weights_file
         if os.environ.get(PRETRAINED_ENV):
             return os.environ[PRETRAINED_ENV]
         return pretraining_checkpoint_path(self.plans_manager.dataset_name, self.pretraining_method,
                                            self.plans_manager.plans_name, self.configuration_name, self.fold,
                                            self.pretraining_variant)
 
+    def load_pretrained_weights_file(self, path: str) -> None:
+        """``nnUNetv2_train ... -pretrained_weights PATH`` names the pretraining checkpoint (as
+        ``nnUNet_semi_pretrained=PATH``; the same method, key and shape checks)."""
+        self._pretrained_weights_file = path
+        if not self.was_initialized:
+            self.initialize()
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        # --c / --val / --val_best: the training checkpoint holds the weights, the pretraining is not needed (it may be
+        # absent, e.g. a model installed from a zip on another machine)
+        self._weights_from_checkpoint = True
+        super().load_checkpoint(filename_or_checkpoint)
+
     def initialize(self):
         super().initialize()
+        if getattr(self, "_weights_from_checkpoint", False):
+            self.print_to_log_file("Weights come from a training checkpoint: the pretraining is not read.")
+            return
         path = self.pretrained_checkpoint()
         if not os.path.isfile(path):
             raise PretrainedWeightsError(

@@ -39,6 +39,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
 from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.networks.dual import unwrap
+from nnunet_semi.networks.pretrained import load_into_planned_networks
 from nnunet_semi.training.logging import SemiLocalLogger
 
 SEED_ENV = "nnUNet_semi_seed"
@@ -272,6 +273,24 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         super().on_epoch_end()
 
     # ------------------------------------------------------------------ checkpoints
+    def load_pretrained_weights_file(self, path: str) -> None:
+        """``nnUNetv2_train ... -pretrained_weights PATH`` (fresh start). A checkpoint of this trainer's own network
+        loads as a whole; a single-network checkpoint (e.g. a labeled-only nnU-Net's ``checkpoint_final.pth``) loads
+        into every planned network of the trainer it fits (:func:`~nnunet_semi.networks.pretrained.planned_networks`:
+        both networks of CPS, student and teacher, encoder + decoder 1 of MC-Net; segmentation heads and extra heads
+        keep their fresh initialisation, as with nnU-Net's loader); one that fits none is refused with the first
+        mismatching key."""
+        if not self.was_initialized:
+            self.initialize()
+        loaded, kept = load_into_planned_networks(self.network, path)
+        self.print_to_log_file(f"-pretrained_weights {path}: loaded into " +
+                               ", ".join(f"{name} ({n} tensors)" for name, n in loaded.items()) + "; segmentation "
+                               "heads trained anew", also_print_to_console=True)
+        for name, reason in kept.items():
+            self.print_to_log_file(f"-pretrained_weights: {name} keeps its random initialisation (another "
+                                   f"architecture: {reason.split(' Fix:')[0]})",
+                                   also_print_to_console=True)
+
     def extra_checkpoint_state(self) -> dict:
         """Method-specific state to checkpoint (override together with :meth:`load_extra_checkpoint_state`)."""
         return {}
