@@ -81,7 +81,8 @@ PROFILES: Dict[str, Profile] = {p.name: p for p in (
         "training), 40 labeled cases held out as test, the other 155 training images + 130 MSD imagesTs as "
         "unlabeled; 2d, plans with 16..128 features and batch 32 labeled (+ the method's unlabeled batch), "
         "40 epochs x 50 iterations, no test-time mirroring. The labeled-only reference is near its plateau "
-        "on this budget (about 0.80 mean foreground Dice; all 200 cases labeled: about 0.84).",
+        "on this budget for these 5 cases (70.3 mean foreground Dice over 3 seeds; its validation on the 5 training "
+        "cases ends at 0.93): what remains is generalising from 5 cases, which the unlabeled images address.",
         "cpu", 953, datasets.hippocampus_5_labeled, "2d", "nnUNetPlansBench16", "_40epochs_50its", CPU_METHODS,
         seeds=(0, 1, 2), make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
         pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "32"),
