@@ -38,21 +38,9 @@ def check_pretraining_method(checkpoint: dict, checkpoint_file: str, accepted: I
         f"and shapes are still checked).")
 
 
-def load_pretrained_networks(network: nn.Module, checkpoint_file: str, skip: Iterable[str] = (".seg_layers.",),
-                             accepted_methods: Optional[Iterable[str]] = None, user: str = "this network",
-                             weights_only: bool = True) -> List[str]:
-    """Copy ``checkpoint['network_weights']`` into ``network`` (DDP / compile wrappers are unwrapped).
-
-    Every key of the network except those containing a string of ``skip`` (by default nnU-Net's segmentation
-    heads, which fine-tuning trains anew) must exist in the checkpoint with the same shape; extra checkpoint keys
-    (e.g. reconstruction heads, projectors) are ignored. ``accepted_methods``: the pretraining methods
-    (``Pretrainer.method_name``) whose checkpoints ``user`` accepts (:func:`check_pretraining_method`); None: any.
-    The file is read onto the CPU, with ``weights_only=True`` unless ``weights_only=False`` (nnU-Net's own training
-    checkpoints hold NumPy values and need it, as in nnU-Net's loader). Nothing is loaded unless everything fits.
-    Returns the loaded keys.
-    """
+def _read_checkpoint(checkpoint_file: str, weights_only: bool, user: str) -> dict:
     try:
-        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=weights_only)
+        return torch.load(checkpoint_file, map_location="cpu", weights_only=weights_only)
     except FileNotFoundError:
         raise PretrainedWeightsError(f"pretrained checkpoint {checkpoint_file} does not exist") from None
     except pickle.UnpicklingError:
@@ -64,6 +52,24 @@ def load_pretrained_networks(network: nn.Module, checkpoint_file: str, skip: Ite
             f"checkpoint). Fix: to start from a trained nnU-Net model use a trainer without pretraining (e.g. "
             f"nnUNetTrainerCPS) with nnUNetv2_train -pretrained_weights; for {user} run nnunet_semi_pretrain "
             f"first.") from None
+
+
+def load_pretrained_networks(network: nn.Module, checkpoint_file: str, skip: Iterable[str] = (".seg_layers.",),
+                             accepted_methods: Optional[Iterable[str]] = None, user: str = "this network",
+                             weights_only: bool = True, checkpoint: Optional[dict] = None) -> List[str]:
+    """Copy ``checkpoint['network_weights']`` into ``network`` (DDP / compile wrappers are unwrapped).
+
+    Every key of the network except those containing a string of ``skip`` (by default nnU-Net's segmentation
+    heads, which fine-tuning trains anew) must exist in the checkpoint with the same shape; extra checkpoint keys
+    (e.g. reconstruction heads, projectors) are ignored. ``accepted_methods``: the pretraining methods
+    (``Pretrainer.method_name``) whose checkpoints ``user`` accepts (:func:`check_pretraining_method`); None: any.
+    The file is read onto the CPU, with ``weights_only=True`` unless ``weights_only=False`` (nnU-Net's own training
+    checkpoints hold NumPy values and need it, as in nnU-Net's loader). Nothing is loaded unless everything fits.
+    ``checkpoint``: the file's contents when the caller has read it already (``checkpoint_file`` then only names
+    it in the messages). Returns the loaded keys.
+    """
+    if checkpoint is None:
+        checkpoint = _read_checkpoint(checkpoint_file, weights_only, user)
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise PretrainedWeightsError(f"{checkpoint_file} has no 'network_weights' entry: it is not a checkpoint "
                                      f"written by nnunet_semi_pretrain or nnU-Net")
@@ -122,15 +128,16 @@ def load_into_planned_networks(network: nn.Module, checkpoint_file: str, skip: I
 
     Returns ``({part: tensors loaded}, {part: why it kept its initialisation})``; raises
     :class:`PretrainedWeightsError` (the first part's mismatch) when it fits none."""
+    checkpoint = _read_checkpoint(checkpoint_file, False, "-pretrained_weights")  # read once for every part
     try:
-        return {"network": len(load_pretrained_networks(network, checkpoint_file, skip, weights_only=False))}, {}
+        return {"network": len(load_pretrained_networks(network, checkpoint_file, skip, checkpoint=checkpoint))}, {}
     except PretrainedWeightsError as whole:
         if "does not fit" not in str(whole):
             raise  # missing file, no 'network_weights'
     loaded, kept = {}, {}
     for name, part in planned_networks(network).items():
         try:
-            loaded[name] = len(load_pretrained_networks(part, checkpoint_file, skip, weights_only=False))
+            loaded[name] = len(load_pretrained_networks(part, checkpoint_file, skip, checkpoint=checkpoint))
         except PretrainedWeightsError as error:
             kept[name] = str(error)
     if not loaded:
