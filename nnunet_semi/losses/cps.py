@@ -13,8 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from nnunet_semi.losses.weak_strong import masked_soft_dice
 
-def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, reduction: str = "mean"):
+
+def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, reduction: str = "mean",
+                             kind: str = "ce"):
     """Eq. 5 of the CCM paper for a batch of logits ``(B, C, *spatial)`` from networks a and b.
 
     Returns ``(l_a, l_b)``: ``l_a = l_ce(P_a, argmax P_b)`` (the loss that trains network a) and
@@ -27,9 +30,17 @@ def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, red
                          f"{tuple(logits_b.shape)}")
     if logits_a.ndim < 3:
         raise ValueError(f"expected logits (B, C, *spatial), got shape {tuple(logits_a.shape)}")
+    if kind not in ("ce", "dice"):
+        raise ValueError(f"unknown cross pseudo supervision loss {kind!r}; expected 'ce' or 'dice'")
     with torch.no_grad():
         pseudo_a = logits_a.argmax(1)
         pseudo_b = logits_b.argmax(1)
+    if kind == "dice":
+        if reduction != "mean":
+            raise ValueError("the Dice form of cross pseudo supervision is defined for the whole batch only "
+                             f"(reduction='mean'), got reduction={reduction!r}")
+        everywhere = torch.ones_like(pseudo_a, dtype=torch.bool)
+        return masked_soft_dice(logits_a, pseudo_b, everywhere), masked_soft_dice(logits_b, pseudo_a, everywhere)
     l_a = F.cross_entropy(logits_a, pseudo_b, reduction=reduction)
     l_b = F.cross_entropy(logits_b, pseudo_a, reduction=reduction)
     return l_a, l_b

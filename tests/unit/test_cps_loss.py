@@ -72,3 +72,38 @@ def test_foreground_agreement_is_the_dice_of_the_foreground_maps():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="differ in shape"):
         cross_pseudo_supervision(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 4, 4))
+
+
+def _soft_dice_numpy(logits: np.ndarray, labels: np.ndarray, smooth: float = 1e-5) -> float:
+    """1 - mean over classes of (2 sum p y + s) / (sum p + sum y + s), sums over every voxel of the batch."""
+    shifted = logits - logits.max(1, keepdims=True)
+    p = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
+    y = np.stack([labels == c for c in range(logits.shape[1])], 1).astype(np.float64)
+    axes = (0,) + tuple(range(2, logits.ndim))
+    dice = (2 * (p * y).sum(axes) + smooth) / (p.sum(axes) + y.sum(axes) + smooth)
+    return float(1 - dice.mean())
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 9, 7), (2, 3, 4, 5, 6)])
+def test_cps_dice_form_equals_numpy_recomputation(shape):
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=shape) * 3
+    b = rng.normal(size=shape) * 3
+    l_a, l_b = cross_pseudo_supervision(torch.from_numpy(a), torch.from_numpy(b), kind="dice")
+    assert l_a.item() == pytest.approx(_soft_dice_numpy(a, b.argmax(1)), rel=1e-6)
+    assert l_b.item() == pytest.approx(_soft_dice_numpy(b, a.argmax(1)), rel=1e-6)
+    # identical networks: each is trained towards its own argmax, the loss is below the disagreeing pair's
+    same, _ = cross_pseudo_supervision(torch.from_numpy(a), torch.from_numpy(a), kind="dice")
+    assert same.item() == pytest.approx(_soft_dice_numpy(a, a.argmax(1)), rel=1e-6) and same.item() < l_a.item()
+
+
+def test_cps_dice_form_gradient_and_bad_arguments():
+    a = torch.randn(2, 3, 5, 5, requires_grad=True)
+    b = torch.randn(2, 3, 5, 5, requires_grad=True)
+    l_a, _ = cross_pseudo_supervision(a, b, kind="dice")
+    l_a.backward()
+    assert b.grad is None and a.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reduction"):
+        cross_pseudo_supervision(a, b, reduction="none", kind="dice")
+    with pytest.raises(ValueError, match="expected 'ce' or 'dice'"):
+        cross_pseudo_supervision(a, b, kind="focal")
