@@ -142,9 +142,9 @@ def measure_pretraining(dataset_id: int, configuration: str, plans: str, method:
     loader = Stopwatch(loader)
 
     def step():
-        data = next(loader)["data"].to(device)
+        batch = next(loader)  # a method's sample_transform (Genesis) runs in here: loading, not compute
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = pretrainer.compute_loss(data)
+        loss, _ = pretrainer.compute_batch_loss(batch)
         loss.backward()
         optimizer.step()
 

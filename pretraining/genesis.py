@@ -104,16 +104,36 @@ class GenesisPretrainer(Pretrainer):
     def build_model(self) -> nn.Module:
         return self.build_planned_network(self.num_input_channels)
 
-    def transform_batch(self, data: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(transformed inputs, restoration targets) for a batch ``(B, C, *spatial)``, on ``data``'s device."""
-        pairs = [genesis_pair(x, np.random, self.nonlinear_probability, self.local_shuffle_probability,
-                              self.paint_probability, self.outpaint_probability, self.flip_probability,
-                              self.num_blocks) for x in data.detach().cpu().numpy()]
-        inputs = torch.from_numpy(np.stack([p[0] for p in pairs])).to(data.device)
-        targets = torch.from_numpy(np.stack([p[1] for p in pairs])).to(data.device)
-        return inputs, targets
+    def sample_transform(self) -> "GenesisTransform":
+        """The transformations run in nnU-Net's augmentation workers (NumPy, 20x the network's cost on a CPU
+        when they ran in the training process); the loader's batch then carries the transformed patches as
+        ``'data'`` and the restoration targets as ``'target'``."""
+        return GenesisTransform(self.nonlinear_probability, self.local_shuffle_probability, self.paint_probability,
+                                self.outpaint_probability, self.flip_probability, self.num_blocks)
 
-    def compute_loss(self, data: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
-        inputs, targets = self.transform_batch(data)
+    def compute_batch_loss(self, batch: dict) -> Tuple[torch.Tensor, Dict[str, float]]:
+        inputs = batch["data"].to(self.device, non_blocking=True)
+        targets = batch["target"].to(self.device, non_blocking=True)
+        return self.compute_loss(inputs, targets)
+
+    def compute_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """The restoration loss of transformed patches against their originals (both ``(B, C, *spatial)``)."""
         loss = restoration_loss(self.model(inputs), targets)
         return loss, {"L_rec": loss.item()}
+
+
+class GenesisTransform:
+    """:func:`pretraining.genesis_transforms.genesis_pair` as a per-sample transform of nnU-Net's data loader:
+    ``image`` becomes the transformed patch, ``segmentation`` (unused by Genesis) the restoration target. A
+    module-level class, so that the loader and its transform pickle into the augmentation worker processes; the
+    random source is the worker's ``np.random`` (the loader's own patch sampling uses it too)."""
+
+    def __init__(self, nonlinear_probability: float, local_shuffle_probability: float, paint_probability: float,
+                 outpaint_probability: float, flip_probability: float, num_blocks: int):
+        self.probabilities = (nonlinear_probability, local_shuffle_probability, paint_probability,
+                              outpaint_probability, flip_probability)
+        self.num_blocks = num_blocks
+
+    def __call__(self, image: torch.Tensor, segmentation: torch.Tensor = None, **kwargs) -> dict:
+        x, target = genesis_pair(image.numpy(), np.random, *self.probabilities, num_blocks=self.num_blocks)
+        return {"image": torch.from_numpy(x), "segmentation": torch.from_numpy(target)}

@@ -117,6 +117,21 @@ class Pretrainer:
         ``target`` (the batch's segmentations, ``(B, 1, *patch)``) is given only when :attr:`needs_labels`."""
         raise NotImplementedError
 
+    def sample_transform(self):
+        """A per-sample transform run inside nnU-Net's data-loader workers (``nnUNet_n_proc_DA`` processes, beside
+        the training step instead of in it), called as nnU-Net's loader calls its augmentation: ``t(image=...,
+        segmentation=...) -> {'image': ..., 'segmentation': ...}`` on one cropped patch ``(C, *patch)``. What it
+        returns as ``'segmentation'`` arrives as the batch's ``'target'``. Default: none (patches as sampled)."""
+        return None
+
+    def compute_batch_loss(self, batch: dict) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """The loss of one loader batch: :meth:`compute_loss` on its data (and its segmentations when
+        :attr:`needs_labels`). Methods whose :meth:`sample_transform` makes the target override this."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        if self.needs_labels:
+            return self.compute_loss(data, batch["target"].to(self.device, non_blocking=True))
+        return self.compute_loss(data)
+
     def build_dataset(self):
         """The nnU-Net dataset the patches are sampled from: by default the fold's training images (labels unused)
         plus imagesUnlabeled (:func:`pretraining.data.pretraining_dataset`)."""
@@ -183,7 +198,7 @@ class Pretrainer:
         patch = self.configuration_manager.patch_size
         loader = nnUNetDataLoader(dataset, per_rank_batch, patch, patch,
                                   self.plans_manager.get_label_manager(self.dataset_json),
-                                  oversample_foreground_percent=0.0, transforms=None)
+                                  oversample_foreground_percent=0.0, transforms=self.sample_transform())
         n_proc = get_allowed_n_proc_DA()
         augmenter = SingleThreadedAugmenter(loader, None) if n_proc == 0 else NonDetMultiThreadedAugmenter(
             loader, None, n_proc, max(2, n_proc // 2), pin_memory=self.device.type == "cuda")
@@ -287,12 +302,8 @@ class Pretrainer:
             bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=self.rank != 0)
             for _ in bar:
                 batch = next(loader)
-                data = batch["data"].to(self.device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                if self.needs_labels:
-                    loss, terms = self.compute_loss(data, batch["target"].to(self.device, non_blocking=True))
-                else:
-                    loss, terms = self.compute_loss(data)
+                loss, terms = self.compute_batch_loss(batch)
                 loss.backward()
                 optimizer.step()
                 for k, v in terms.items():

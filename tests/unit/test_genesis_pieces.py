@@ -140,3 +140,59 @@ def test_restoration_loss_is_the_mean_squared_error():
     assert restoration_loss(restored, original).item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="must match"):
         restoration_loss(restored, original[:, :1])
+
+
+class _OneImageDataset:
+    """A one-case stand-in for nnU-Net's dataset (``load_case`` as nnU-Net's loader calls it); module level, so the
+    loader pickles into worker processes."""
+    identifiers = ["case"]
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+
+    def load_case(self, identifier):
+        seg = np.zeros((1,) + self.image.shape[1:], dtype=np.int16)
+        return self.image, seg, None, {"class_locations": {1: np.zeros((0, 4), dtype=np.int64)}}
+
+
+def test_genesis_transform_is_genesis_pair_and_pickles():
+    import pickle
+
+    from pretraining.genesis import GenesisTransform
+
+    patch = np.random.RandomState(0).normal(size=(1, 16, 12)).astype(np.float32)
+    transform = pickle.loads(pickle.dumps(GenesisTransform(0.9, 0.5, 0.9, 0.8, 0.4, 50)))
+    np.random.seed(7)
+    out = transform(image=torch.from_numpy(patch), segmentation=torch.zeros(1, 16, 12, dtype=torch.int16))
+    expected_x, expected_target = genesis_pair(patch, np.random.RandomState(7), 0.9, 0.5, 0.9, 0.8, 0.4, 50)
+    assert torch.equal(out["image"], torch.from_numpy(expected_x))
+    assert torch.equal(out["segmentation"], torch.from_numpy(expected_target))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_genesis_runs_in_nnunet_loader_workers(workers):
+    """Through nnU-Net's own data loader, in the main process (0) or in augmentation worker processes (2): the batch
+    carries transformed inputs as 'data' and the untransformed (possibly flipped) patches as float 'target'."""
+    from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+    from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    from pretraining.genesis import GenesisTransform
+
+    image = np.arange(1 * 1 * 16 * 12, dtype=np.float32).reshape(1, 1, 16, 12)  # (C, Z, Y, X), a 2D slice
+    loader = nnUNetDataLoader(_OneImageDataset(image), 4, (16, 12), (16, 12),
+                              LabelManager({"background": 0, "x": 1}, regions_class_order=None),
+                              transforms=GenesisTransform(1.0, 1.0, 1.0, 0.5, 0.4, 20))
+    augmenter = SingleThreadedAugmenter(loader, None) if workers == 0 else \
+        NonDetMultiThreadedAugmenter(loader, None, workers, 2)
+    try:
+        batch = next(augmenter)
+    finally:
+        if workers:
+            augmenter._finish()
+    data, target = batch["data"], batch["target"]
+    assert data.shape == target.shape == (4, 1, 16, 12) and target.dtype == torch.float32
+    for x, y in zip(data, target):
+        assert np.array_equal(np.sort(y.numpy().ravel()), image.ravel())  # the patch itself, at most flipped
+        assert not torch.equal(x, y)  # every transformation on: the input differs from its target
