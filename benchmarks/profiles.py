@@ -30,6 +30,7 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("cps", "nnUNetTrainerCPS", "CPS (Chen et al. 2021; CCM paper eq. 4-6)"),
     Method("cps_dice", "nnUNetTrainerCPS_dice", "CPS with the cross term in Dice form, alpha 1 (issue 21; not in the "
            "paper)"),
+    Method("cps_paper", "nnUNetTrainerCPS_paper", "CPS with the paper's CE cross-supervision, alpha 0.1"),
     Method("ccm_cps", "nnUNetTrainerCCMCPS", "CCM pretraining + CPS (Zhou et al.)", pretrain=(("ccm", ()),)),
     Method("ideal", "nnUNetTrainerIDEAL", "IDEAL (Basak & Yin)", pretrain=(("ideal", ()),)),
     Method("dual_stream", "nnUNetTrainerDualStreamCL", "dual-stream 3D contrastive (paper in shared/papers)",
@@ -73,7 +74,7 @@ class Profile:
     disable_tta: bool = True
 
 
-CPU_METHODS = ("labeled_only", "cps", "cps_dice", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
+CPU_METHODS = ("labeled_only", "cps", "cps_dice", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
                "bcp", "pl_contrast", "mmgl", "fixmatch", "fixmatch_ce", "fixmatch_nocutmix", "unimatch")
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (

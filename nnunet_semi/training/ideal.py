@@ -54,6 +54,7 @@ class nnUNetTrainerIDEAL(PretrainedInitialisation, nnUNetTrainerCPS):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.cps_weight = 1.0  # eq. 3: the labeled and the unlabeled terms are added unweighted
+        self.cps_loss = "ce"  # eq. 3's CE (CPS's Dice default is not measured for IDEAL)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
