@@ -93,6 +93,50 @@ def time_steps(step, loaders, device, warmup: int, iterations: int) -> dict:
             "flops_per_it": _count_flops(step), "peak_memory_gb": _peak_memory_gb(device)}
 
 
+def _log_synthetic_epoch(trainer, epoch: int, with_end: bool = True) -> None:
+    """One epoch of plausible values for every curve the trainer's logger holds (nnU-Net's and the method's): the
+    EMA pseudo Dice rises every epoch, so nnU-Net saves its 'best' checkpoint at every epoch end, as early in
+    training (the worst case)."""
+    local = trainer.logger.local_logger
+    n_classes = len(local.my_fantastic_logging["dice_per_class_or_region"][0]) if \
+        local.my_fantastic_logging["dice_per_class_or_region"] else len(trainer.label_manager.foreground_labels)
+    values = {"epoch_start_timestamps": 10.0 * epoch, "epoch_end_timestamps": 10.0 * epoch + 9.0,
+              "mean_fg_dice": 0.5 + 0.01 * epoch, "dice_per_class_or_region": [0.5 + 0.01 * epoch] * n_classes,
+              "lrs": 0.01 * (1 - epoch / 1000) ** 0.9}
+    for key in list(local.my_fantastic_logging):
+        if key == "ema_fg_dice" or (key == "epoch_end_timestamps" and not with_end):
+            continue  # the EMA follows mean_fg_dice; the end timestamp is on_epoch_end's own
+        trainer.logger.log(key, values.get(key, 1.0 / (1 + epoch)), epoch)
+
+
+def time_epoch_end(trainer, epochs: int = 40, repeats: int = 3) -> dict:
+    """Seconds of nnU-Net's ``on_epoch_end`` (its log lines, the 'latest' and 'best' checkpoints, progress.png) once
+    ``epochs`` epochs of curves are logged, and of its two parts that methods change: one checkpoint write and the
+    progress.png. Mean over ``repeats`` epoch ends."""
+    trainer.num_epochs = 10 * (epochs + repeats)  # 'latest' is written at every epoch end but the last
+    trainer.save_every = 1
+    for values in trainer.logger.local_logger.my_fantastic_logging.values():
+        values.clear()  # start from epoch 0 (on_train_epoch_start logged the timed epoch's first values)
+    for epoch in range(epochs):
+        _log_synthetic_epoch(trainer, epoch)
+    total = 0.0
+    for r in range(repeats):
+        _log_synthetic_epoch(trainer, epochs + r, with_end=False)
+        trainer.current_epoch = epochs + r
+        start = time.perf_counter()
+        trainer.on_epoch_end()
+        total += time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(repeats):
+        trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_cost.pth"))
+    checkpoint = (time.perf_counter() - start) / repeats
+    start = time.perf_counter()
+    for _ in range(repeats):
+        trainer.logger.plot_progress_png(trainer.output_folder)
+    plot = (time.perf_counter() - start) / repeats
+    return {"epoch_end_s": total / repeats, "checkpoint_s": checkpoint, "plot_s": plot, "epoch_end_epochs": epochs}
+
+
 def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_name: str, device_name: str,
                     warmup: int, iterations: int, at_progress: float = 0.25) -> dict:
     import torch
@@ -118,6 +162,7 @@ def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_nam
         trainer.train_step(next(trainer.dataloader_train))
 
     timing = time_steps(step, loaders, device, warmup, iterations)
+    timing.update(time_epoch_end(trainer))
     result = {"trainer": trainer_name, "batch_labeled": trainer.batch_size,
               "batch_unlabeled": getattr(trainer, "unlabeled_batch_size", 0) or 0, **timing,
               "parameters": sum(p.numel() for p in trainer.network.parameters())}
@@ -163,9 +208,21 @@ def _worker(args) -> None:
     print("COST " + json.dumps(result), flush=True)
 
 
+def _epoch_end_cells(row: dict, baseline: Optional[dict]) -> List[str]:
+    """``on_epoch_end`` seconds (one checkpoint write / one progress.png) and the excess over the labeled-only
+    trainer's (nnU-Net's own epoch end): what the plugin adds per epoch (the checkpoint of two networks included)."""
+    if "epoch_end_s" not in row:
+        return ["—", "—"]
+    cell = f"{row['epoch_end_s']:.2f} ({row['checkpoint_s']:.2f} / {row['plot_s']:.2f})"
+    overhead = f"{row['epoch_end_s'] - baseline['epoch_end_s']:+.2f}" if baseline and "epoch_end_s" in baseline \
+        else "—"
+    return [cell, overhead]
+
+
 def table(rows: List[dict], baseline: Optional[dict]) -> str:
     header = ["method", "trainer / command", "batch (lab + unl)", "s/it", "compute s/it", "loading s/it (share)",
-              "GFLOP/it", "time ratio", "FLOP ratio", "time / FLOP ratio", "peak memory (GB)", "parameters (M)"]
+              "GFLOP/it", "time ratio", "FLOP ratio", "time / FLOP ratio", "peak memory (GB)", "parameters (M)",
+              "epoch end s (checkpoint / plot)", "epoch-end overhead s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         if baseline and not r["trainer"].startswith("pretrain"):
@@ -178,7 +235,7 @@ def table(rows: List[dict], baseline: Optional[dict]) -> str:
             f"{r['s_per_it']:.3f}", f"{r['compute_s_per_it']:.3f}",
             f"{r['load_s_per_it']:.3f} ({100 * r['load_s_per_it'] / r['s_per_it']:.0f}%)",
             f"{r['flops_per_it'] / 1e9:.1f}", *ratios, f"{r['peak_memory_gb']:.2f}",
-            f"{r['parameters'] / 1e6:.2f}"]) + " |")
+            f"{r['parameters'] / 1e6:.2f}", *_epoch_end_cells(r, baseline)]) + " |")
     return "\n".join(lines)
 
 
@@ -241,7 +298,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"{profile.name}` ({args.warmup} warm-up + {args.iterations} timed iterations per method at "
         f"{args.at_progress:g} of the training, one fresh process each; pretraining at batch "
         f"{args.pretraining_batch}). Ratios are against `labeled_only` (nnU-Net's trainer, same plans and labeled "
-        f"batch). Loading = single-process augmentation (worst case).\n\n"
+        f"batch). Loading = single-process augmentation (worst case). Epoch end: nnU-Net's `on_epoch_end` with "
+        f"40 epochs of curves logged (log lines, the 'latest' and 'best' checkpoints, progress.png; mean of 3), "
+        f"and its overhead over the labeled-only trainer's.\n\n"
         f"{md}\n")
     print(md)
 
