@@ -27,9 +27,8 @@ class Method:
 
 METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("labeled_only", "nnUNetTrainerLabeledOnly", "nnU-Net on the labeled cases only (reference)"),
-    Method("cps", "nnUNetTrainerCPS", "CPS (Chen et al. 2021; CCM paper eq. 4-6)"),
-    Method("cps_dice", "nnUNetTrainerCPS_dice", "CPS with the cross term in Dice form, alpha 1 (issue 21; not in the "
-           "paper)"),
+    Method("cps", "nnUNetTrainerCPS", "CPS (Chen et al. 2021; CCM paper eq. 4-6), cross term in soft-Dice form with "
+           "alpha 1 (the default, measured best)"),
     Method("cps_paper", "nnUNetTrainerCPS_paper", "CPS with the paper's CE cross-supervision, alpha 0.1"),
     Method("ccm_cps", "nnUNetTrainerCCMCPS", "CCM pretraining + CPS (Zhou et al.)", pretrain=(("ccm", ()),)),
     Method("ideal", "nnUNetTrainerIDEAL", "IDEAL (Basak & Yin)", pretrain=(("ideal", ()),)),
@@ -74,7 +73,7 @@ class Profile:
     disable_tta: bool = True
 
 
-CPU_METHODS = ("labeled_only", "cps", "cps_dice", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
+CPU_METHODS = ("labeled_only", "cps", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "uamt", "entmin", "urpc", "mcnet", "dtc",
                "bcp", "pl_contrast", "mmgl", "fixmatch", "fixmatch_ce", "fixmatch_nocutmix", "unimatch")
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
