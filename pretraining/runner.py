@@ -24,7 +24,7 @@ from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results  # noqa: E402
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw  # noqa: E402
 from nnunetv2.training.logging.nnunet_logger import MetaLogger  # noqa: E402
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader  # noqa: E402
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
@@ -34,6 +34,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager  # noqa: E402
 
 from nnunet_semi.networks.dual import unwrap  # noqa: E402
+from nnunet_semi.pretrained import contract  # noqa: E402
 from nnunet_semi.utils.checkpoint_io import atomic_save, rng_state, set_rng_state  # noqa: E402
 from pretraining.data import pretraining_dataset  # noqa: E402
 
@@ -124,7 +125,8 @@ class Pretrainer:
         return {}
 
     def variant_suffix(self) -> str:
-        """Appended to the output folder name for ablations (e.g. ``_noCon``), so variants never overwrite."""
+        """Appended to the output folder name for ablations (e.g. ``_noCon``; :mod:`nnunet_semi.pretrained.contract`
+        names the suffixes fine-tuning looks for), so variants never overwrite."""
         return ""
 
     def network_weights(self) -> dict:
@@ -159,9 +161,8 @@ class Pretrainer:
 
     @property
     def output_folder(self) -> str:
-        name = f"{self.method_name}Pretrain{self.variant_suffix()}__{self.plans_manager.plans_name}__" \
-               f"{self.configuration_name}"
-        return join(nnUNet_results.require(), self.dataset_name, name, f"fold_{self.fold}")
+        return contract.output_folder(self.dataset_name, self.method_name, self.plans_manager.plans_name,
+                                      self.configuration_name, self.fold, self.variant_suffix())
 
     # ------------------------------------------------------------------ loop
     def _loader(self, per_rank_batch: int):
@@ -191,11 +192,10 @@ class Pretrainer:
             "epoch": epoch,
             "history": self.history,
             "rng_state": rng_state(),
-            "pretraining": {"method": self.method_name, "dataset": self.dataset_name,
-                            "plans": self.plans_manager.plans_name, "configuration": self.configuration_name,
-                            "fold": str(self.fold), "num_epochs": self.num_epochs,
-                            "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
-                            **self.hyperparameters()},
+            contract.PROVENANCE_KEY: contract.provenance(
+                self.method_name, self.dataset_name, self.plans_manager.plans_name, self.configuration_name,
+                self.fold, num_epochs=self.num_epochs, learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay, **self.hyperparameters()),
         }
         atomic_save(checkpoint, filename)
 

@@ -40,7 +40,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
 from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.networks.dual import unwrap
-from nnunet_semi.networks.pretrained import load_into_planned_networks
+from nnunet_semi.pretrained.loading import load_into_planned_networks
 from nnunet_semi.training.logging import CHECKPOINT_KEY, SemiLocalLogger, semi_checkpoint_state  # noqa: F401
 from nnunet_semi.utils.checkpoint_io import atomic_path, rng_state, set_rng_state
 
@@ -262,7 +262,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     def load_pretrained_weights_file(self, path: str) -> None:
         """``nnUNetv2_train ... -pretrained_weights PATH`` (fresh start). A checkpoint of this trainer's own network
         loads as a whole; a single-network checkpoint (e.g. a labeled-only nnU-Net's ``checkpoint_final.pth``) loads
-        into every planned network of the trainer it fits (:func:`~nnunet_semi.networks.pretrained.planned_networks`:
+        into every planned network of the trainer it fits (:func:`~nnunet_semi.pretrained.loading.planned_networks`:
         both networks of CPS, student and teacher, encoder + decoder 1 of MC-Net; segmentation heads and extra heads
         keep their fresh initialisation, as with nnU-Net's loader); one that fits none is refused with the first
         mismatching key."""

@@ -17,7 +17,7 @@ from nnunet_semi.losses.dense_contrastive import (CropFlip, apply_crop_flip, cro
                                                   default_crop_size, dense_local_contrastive_loss,
                                                   global_contrastive_loss, random_crop_flip)
 from nnunet_semi.networks.dual import fuse_softmax_logits
-from nnunet_semi.networks.pretrained import load_pretrained_networks
+from nnunet_semi.pretrained.loading import load_pretrained_networks
 from nnunet_semi.networks.two_decoder import InterpolationUpsampling, build_two_decoder_network
 from tests.helpers import free_port
 
