@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from nnunet_semi.losses.contrastive import info_nce
-from nnunet_semi.losses.dense_contrastive import apply_crop_flip, default_crop_size, random_crop_flip
+from nnunet_semi.augmentation.crop_flip import apply_crop_flip, default_crop_size, random_crop_flip
 from nnunet_semi.losses.global_local import local_region_contrastive_loss
 from nnunet_semi.networks.contrastive_head import LocalProjectionHead
 from nnunet_semi.networks.dual import unwrap

@@ -1,4 +1,4 @@
-"""nnUNetTrainerBCP: Bidirectional Copy-Paste, Bai et al., CVPR 2023 (pieces in :mod:`nnunet_semi.losses.bcp`).
+"""nnUNetTrainerBCP: Bidirectional Copy-Paste, Bai et al., CVPR 2023 (mixing: :mod:`nnunet_semi.augmentation.copy_paste`).
 
 Two stages on nnU-Net's augmented patches (the mixing happens on the batches inside ``compute_losses``):
 
@@ -51,9 +51,9 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from nnunet_semi.losses.bcp import box_mask, copy_paste, downsample_targets, largest_component_per_class, \
-    region_targets
+from nnunet_semi.augmentation.copy_paste import box_mask, copy_paste, downsample_targets, region_targets
 from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.postprocessing import largest_component_per_class
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
 

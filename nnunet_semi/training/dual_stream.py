@@ -49,11 +49,11 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.losses.dual_stream import (confidence_threshold, confident_disagreement_mask, contrastive_weight,
-                                            disagreement_l1_loss, prototype_loss, pseudo_label_source,
-                                            reliable_mask)
+from nnunet_semi.losses.dual_stream import (confident_disagreement_mask, disagreement_l1_loss, prototype_loss,
+                                            pseudo_label_source, reliable_mask)
 from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 

@@ -38,9 +38,9 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
-from nnunet_semi.losses.cps import sigmoid_rampup
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.pretrained.loading import load_into_planned_networks
+from nnunet_semi.schedules import sigmoid_rampup
 from nnunet_semi.training.logging import CHECKPOINT_KEY, SemiLocalLogger, semi_checkpoint_state  # noqa: F401
 from nnunet_semi.utils.checkpoint_io import atomic_path, rng_state, set_rng_state
 
