@@ -47,9 +47,7 @@ a short budget is used.
 """
 import torch
 
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from nnunet_semi.augmentation.copy_paste import box_mask, copy_paste, downsample_targets, region_targets
 from nnunet_semi.networks.outputs import full_resolution, split_batch
@@ -90,9 +88,7 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
         """nnU-Net's Dice + CE (its settings, its deep-supervision weights) with an ignore value that restricts it to
         one region of the mixed image."""
         self.ignore_value = self.label_manager.num_segmentation_heads
-        loss = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
-                               "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1, ignore_label=self.ignore_value,
-                              dice_class=MemoryEfficientSoftDiceLoss)
+        loss = self.dice_ce_ignoring(self.ignore_value)
         return DeepSupervisionWrapper(loss, self.loss.weight_factors) if self.enable_deep_supervision else loss
 
     # ------------------------------------------------------------------ stages

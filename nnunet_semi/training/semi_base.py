@@ -32,22 +32,21 @@ from torch import distributed as dist
 from nnunetv2.paths import nnUNet_raw
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
-from nnunet_semi.networks.dual import unwrap
+from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.pretrained.loading import load_into_planned_networks
 from nnunet_semi.schedules import sigmoid_rampup
 from nnunet_semi.training.logging import CHECKPOINT_KEY, SemiLocalLogger, semi_checkpoint_state  # noqa: F401
 from nnunet_semi.utils.checkpoint_io import atomic_path, rng_state, set_rng_state
+from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
 
-SEED_ENV = "nnUNet_semi_seed"
-#: torch's intra-op thread count for a CPU run. ``nnUNetv2_train -device cpu`` sets torch to all cores; two such
-#: trainings on one machine then slow each other several-fold. ``nnUNet_semi_threads=1`` lets two runs share 2 cores.
-THREADS_ENV = "nnUNet_semi_threads"
 
 
 def apply_run_environment(local_rank: int = 0) -> None:
@@ -206,8 +205,20 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         """Method-specific: return ``(loss_to_backpropagate, loss_to_log, {curve: value})``."""
         raise NotImplementedError
 
+    def dice_ce_ignoring(self, ignore_value: int) -> DC_and_CE_loss:
+        """nnU-Net's Dice + CE with its settings (batch Dice as planned, smooth 1e-5, no background Dice, weights
+        1 : 1, its memory-efficient soft Dice) that leaves out the voxels labelled ``ignore_value``: the loss on
+        targets of which only a part counts (BCP's mixed regions, DualStreamCL's reliable pseudo-labels)."""
+        return DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
+                               "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1, ignore_label=ignore_value,
+                              dice_class=MemoryEfficientSoftDiceLoss)
+
     def grad_clip_groups(self) -> List[Sequence[torch.nn.Parameter]]:
-        """Parameter groups whose gradient norm is clipped (at 12, nnU-Net's value) separately."""
+        """Parameter groups whose gradient norm is clipped (at 12, nnU-Net's value) separately: each network of a
+        :class:`~nnunet_semi.networks.dual.DualNetwork` on its own (as if each were trained alone), else all."""
+        module = unwrap(self.network)
+        if isinstance(module, DualNetwork):
+            return [list(net.parameters()) for net in module.members]
         return [list(self.network.parameters())]
 
     def after_optimizer_step(self) -> None:
