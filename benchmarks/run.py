@@ -15,7 +15,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -23,14 +22,15 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from benchmarks.profiles import METHODS, PROFILES, Method, Profile, methods_of, trainer_name
+from nnunet_semi.utils.commands import installed_command
+from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
 def bin_path(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
+    return installed_command(name) or name
 
 
 class Runner:
@@ -55,17 +55,16 @@ class Runner:
         self.commands = self.results / "commands.sh"
 
     def seed_env(self, seed: int) -> dict:
-        env = {**self.env, "nnUNet_results": str(self.work / f"results_seed{seed}"), "nnUNet_semi_seed": str(seed)}
+        env = {**self.env, "nnUNet_results": str(self.work / f"results_seed{seed}"), SEED_ENV: str(seed)}
         if self.profile.device == "cpu":
             env["nnUNet_n_proc_DA"] = "0"  # single-process augmentation: reproducible on 2-core machines
             if self.threads:
-                env["nnUNet_semi_threads"] = str(self.threads)
+                env[THREADS_ENV] = str(self.threads)
         return env
 
     def step(self, title: str, cmd: List[str], env: dict, log_name: str) -> float:
         cmd = [str(c) for c in cmd]
-        shown = {k: env[k] for k in ("nnUNet_results", "nnUNet_semi_seed", "nnUNet_n_proc_DA",
-                                           "nnUNet_semi_threads") if k in env}
+        shown = {k: env[k] for k in ("nnUNet_results", SEED_ENV, "nnUNet_n_proc_DA", THREADS_ENV) if k in env}
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()) + " " + " ".join(map(shlex.quote, cmd))
         with open(self.commands, "a") as f:
             f.write(line.replace(str(self.work), "$WORK").replace(str(REPO) + "/", "") + "\n")

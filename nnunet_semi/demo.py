@@ -20,11 +20,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from nnunet_semi.cli import ext_trainer_value
+from nnunet_semi.utils.commands import installed_command
+from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
 
 DATASET_ID = 990
 SMALL_PLANS = "nnUNetPlansSmall"
@@ -32,9 +33,8 @@ DEFAULT_THREADS = 2
 
 
 def _bin(name: str) -> str:
-    """A console script installed next to the running interpreter (the project's venv)."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
+    """A console script of the running interpreter's environment (the project's venv), else found on PATH."""
+    return installed_command(name) or name
 
 
 def run_step(title: str, cmd: list, env: dict) -> None:
@@ -62,7 +62,7 @@ def step_environments(env: dict, threads: int = DEFAULT_THREADS) -> tuple:
         raise ValueError(f"threads must be >= 1, got {threads}. Fix: pass --threads 2 (the default) or another "
                          f"positive count.")
     train_env = {**env, "nnUNet_n_proc_DA": env.get("nnUNet_n_proc_DA", "0"),
-                 "nnUNet_semi_seed": env.get("nnUNet_semi_seed", "0"), "nnUNet_semi_threads": str(threads)}
+                 SEED_ENV: env.get(SEED_ENV, "0"), THREADS_ENV: str(threads)}
     return train_env, {**train_env, "nnUNet_def_n_proc": str(threads)}
 
 

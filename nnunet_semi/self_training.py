@@ -53,6 +53,7 @@ from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
 from nnunet_semi.cli import ext_trainer_value
 from nnunet_semi.data.unlabeled import UNLABELED_IMAGES_FOLDER, UnlabeledDataError, find_unlabeled_cases
+from nnunet_semi.utils.commands import installed_command
 
 MARKER = "self_training.json"
 PARTIAL_SUFFIX = ".partial"
@@ -69,10 +70,7 @@ def derived_dataset_name(source_name: str, dataset_id: int, round_index: int) ->
 
 def _nnunet_command(name: str) -> str:
     """nnU-Net's console script of this interpreter's environment (else the one on PATH)."""
-    local = join(os.path.dirname(sys.executable), name)
-    if isfile(local):
-        return local
-    found = shutil.which(name)
+    found = installed_command(name)
     if found is None:
         raise SelfTrainingError(f"{name} not found next to {sys.executable} nor on PATH: install nnunetv2.")
     return found

@@ -27,6 +27,7 @@ from torch import nn
 from nnunet_semi.losses.contrastive import info_nce
 from nnunet_semi.losses.reconstruction import masked_pair_reconstruction_loss
 from nnunet_semi.networks.heads import ProjectionHead
+from nnunet_semi.pretrained import contract
 from pretraining.masking import complementary_block_masks, default_block_size
 from pretraining.runner import Pretrainer, add_contrastive_arguments, contrastive_kwargs
 
@@ -89,7 +90,7 @@ class CCMPretrainer(Pretrainer):
         return 40 if len(self.configuration_manager.patch_size) == 2 else self.configuration_manager.batch_size
 
     def variant_suffix(self) -> str:
-        return ("" if self.use_con else "_noCon") + ("" if self.use_rec else "_noRec")
+        return ("" if self.use_con else contract.NO_CONTRASTIVE) + ("" if self.use_rec else contract.NO_RECONSTRUCTION)
 
     def has_unused_parameters(self) -> bool:
         return not (self.use_rec and self.use_con)

@@ -40,6 +40,7 @@ from typing import List, Optional
 
 import torch
 
+from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
 from pretraining.ccm import CCMPretrainer
 from pretraining.genesis import GenesisPretrainer
 from pretraining.global_local import GlobalLocalPretrainer
@@ -97,7 +98,7 @@ def pretrain_entry(argv: Optional[List[str]] = None):
             device = torch.device("cuda", local_rank)
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cpu":
-        torch.set_num_threads(int(os.environ.get("nnUNet_semi_threads", multiprocessing.cpu_count())))
+        torch.set_num_threads(int(os.environ.get(THREADS_ENV, multiprocessing.cpu_count())))
     # options left unset keep the method's own (paper) defaults
     method_kwargs = PRETRAINERS[args.m].kwargs_from_args(args)
     if args.lr is not None:
@@ -110,7 +111,7 @@ def pretrain_entry(argv: Optional[List[str]] = None):
 
 
 def _env_seed():
-    seed = os.environ.get("nnUNet_semi_seed")
+    seed = os.environ.get(SEED_ENV)
     return int(seed) if seed is not None else None
 
 

@@ -10,7 +10,8 @@ first decoder blocks with the encoder fixed):
    positive pair, the other images of the batch (all DDP ranks) negatives: NT-Xent,
    :func:`~nnunet_semi.losses.contrastive.info_nce` (the random strategy G^R);
 2. local (the remaining epochs): the encoder frozen, the decoder up to stage ``l`` + ``g_2`` (two 1x1
-   convolutions, :class:`~nnunet_semi.networks.contrastive_head.LocalProjectionHead`) on two intensity-only views,
+   convolutions with normalisation, :class:`~nnunet_semi.networks.contrastive_head.NormedLocalProjectionHead`) on two
+   intensity-only views,
    :func:`~nnunet_semi.losses.global_local.local_region_contrastive_loss` over ``K x K`` regions (strategy L^R).
 
 Each stage has its own cosine-annealed Adam learning rate (lr 1e-3, tau 0.1 as in the 2020 paper).
@@ -39,9 +40,9 @@ import torch
 from torch import nn
 
 from nnunet_semi.losses.contrastive import info_nce
-from nnunet_semi.losses.dense_contrastive import apply_crop_flip, default_crop_size, random_crop_flip
+from nnunet_semi.augmentation.crop_flip import apply_crop_flip, default_crop_size, random_crop_flip
 from nnunet_semi.losses.global_local import local_region_contrastive_loss
-from nnunet_semi.networks.contrastive_head import LocalProjectionHead
+from nnunet_semi.networks.contrastive_head import NormedLocalProjectionHead
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.heads import ProjectionHead
 from pretraining.runner import Pretrainer, add_contrastive_arguments, contrastive_kwargs
@@ -143,8 +144,8 @@ class GlobalLocalPretrainer(Pretrainer):
             if hasattr(unet.decoder.stages[self.local_stage], "output_channels") else \
             self.configuration_manager.network_arch_init_kwargs["features_per_stage"][-2 - self.local_stage]
         return GlobalLocalModel(unet, ProjectionHead(encoder.output_channels[-1], out_dim=self.projection_dim),
-                                LocalProjectionHead(encoder.conv_op, encoder.norm_op, encoder.norm_op_kwargs,
-                                                    local_channels, self.projection_dim), self.local_stage)
+                                NormedLocalProjectionHead(encoder.conv_op, encoder.norm_op, encoder.norm_op_kwargs,
+                                                          local_channels, self.projection_dim), self.local_stage)
 
     def build_scheduler(self, optimizer):
         """Cosine annealing restarted at the start of the local stage (two separate trainings in the paper)."""

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_semi.losses.dense_contrastive import (apply_crop_flip, crop_flip_correspondence, default_crop_size,
-                                                  dense_local_contrastive_loss, global_contrastive_loss,
-                                                  random_crop_flip)
+from nnunet_semi.augmentation.crop_flip import (apply_crop_flip, crop_flip_correspondence, default_crop_size,
+                                                random_crop_flip)
+from nnunet_semi.losses.dense_contrastive import dense_local_contrastive_loss, global_contrastive_loss
 from pretraining.runner import Pretrainer, add_contrastive_arguments, contrastive_kwargs
 
 

@@ -38,7 +38,6 @@ width of the heads = their input channels, augmentation ranges (:mod:`pretrainin
 differs: the network is nnU-Net's planned 2D U-Net (the paper: a 4-level U-Net on 160 x 160 slices), the images are
 random patches of the plans' patch size at the configuration's spacing (the paper: slices resized to 160 x 160).
 """
-import os
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -48,8 +47,8 @@ from nnunet_semi.data.multiview import VIEWS, MultiViewDataset
 from nnunet_semi.losses.mmgl import (PAPER_LOCAL_STRIDE, PAPER_SCALE_WEIGHTS, PAPER_TEMPERATURE,
                                      multi_scale_global_loss, multi_scale_local_loss, subsample_with_labels)
 from nnunet_semi.networks.heads import LocalProjectionHead, ProjectionHead
-from nnunet_semi.networks.pretrained import PretrainedWeightsError, load_pretrained_networks
-from nnunet_semi.training.pretrained_init import pretraining_checkpoint_path
+from nnunet_semi.pretrained import contract
+from nnunet_semi.pretrained.loading import load_pretraining
 from pretraining.augment import augment_2d
 from pretraining.data import labeled_training_dataset
 from pretraining.runner import Pretrainer, add_contrastive_arguments, contrastive_kwargs
@@ -178,7 +177,7 @@ class MMGLGlobalPretrainer(_MMGLBase):
         self.stages, self.scale_weights = list(per_stage), tuple(per_stage.values())
 
     def variant_suffix(self) -> str:
-        return "" if self.multi_view else "_noMV"
+        return contract.mmgl_variant(self.multi_view)
 
     def build_dataset(self):
         return self.with_views(super().build_dataset())
@@ -250,7 +249,7 @@ class MMGLLocalPretrainer(_MMGLBase):
         self.num_heads = self.plans_manager.get_label_manager(self.dataset_json).num_segmentation_heads
 
     def variant_suffix(self) -> str:
-        return ("" if self.multi_view else "_noMV") + ("" if self.use_global else "_noMG")
+        return contract.mmgl_variant(self.multi_view, self.use_global)
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "stride": self.stride, "use_global": self.use_global,
@@ -259,9 +258,9 @@ class MMGLLocalPretrainer(_MMGLBase):
     def global_checkpoint(self) -> str:
         """Stage 1's checkpoint: ``init_checkpoint`` or the ``MMGLGlobal`` pretraining of the same plans,
         configuration, fold and views."""
-        return self.init_checkpoint or pretraining_checkpoint_path(
+        return self.init_checkpoint or contract.checkpoint_path(
             self.dataset_name, MMGLGlobalPretrainer.method_name, self.plans_manager.plans_name,
-            self.configuration_name, self.fold, "" if self.multi_view else "_noMV")
+            self.configuration_name, self.fold, contract.mmgl_variant(self.multi_view))
 
     def build_dataset(self):
         return self.with_views(labeled_training_dataset(self.preprocessed_base, self.configuration_manager,
@@ -271,14 +270,13 @@ class MMGLLocalPretrainer(_MMGLBase):
         network = self.build_planned_network(self.num_heads)
         if self.use_global:
             path = self.global_checkpoint()
-            if not os.path.isfile(path):
-                raise PretrainedWeightsError(
-                    f"No MMGL stage-1 checkpoint at {path}. Fix: run nnunet_semi_pretrain -d {self.dataset_name} -c "
-                    f"{self.configuration_name} -p {self.plans_manager.plans_name} -f {self.fold} -m mmgl_global"
-                    f"{'' if self.multi_view else ' --no-multi-view'} first, or pass --init-from <checkpoint>, or "
-                    f"--no-global (ablation: random encoder).")
-            load_pretrained_networks(network, path, skip=("decoder.",),  # stage 1 trained the encoder only
-                                     accepted_methods=(MMGLGlobalPretrainer.method_name,), user="mmgl_local")
+            command = contract.pretrain_command(self.dataset_name, self.configuration_name,
+                                                self.plans_manager.plans_name, self.fold,
+                                                "mmgl_global" + ("" if self.multi_view else " --no-multi-view"))
+            load_pretraining(network, path, "MMGL stage-1 checkpoint", f"run {command} first, or pass --init-from "
+                             f"<checkpoint>, or --no-global (ablation: random encoder)",
+                             skip=("decoder.",),  # stage 1 trained the encoder only
+                             accepted_methods=(MMGLGlobalPretrainer.method_name,), user="mmgl_local")
             if self.rank == 0:
                 print(f"Encoder initialised from stage 1: {path}")
         return MultiScaleLocalModel(network, self.stages, self.projection_dim)

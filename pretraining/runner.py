@@ -24,7 +24,7 @@ from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results  # noqa: E402
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw  # noqa: E402
 from nnunetv2.training.logging.nnunet_logger import MetaLogger  # noqa: E402
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader  # noqa: E402
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
@@ -34,22 +34,9 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager  # noqa: E402
 
 from nnunet_semi.networks.dual import unwrap  # noqa: E402
+from nnunet_semi.pretrained import contract  # noqa: E402
+from nnunet_semi.utils.checkpoint_io import atomic_save, rng_state, set_rng_state  # noqa: E402
 from pretraining.data import pretraining_dataset  # noqa: E402
-
-
-def _safe_rng_state() -> dict:
-    """Random states as tensors / ints only, so checkpoints load with ``torch.load(weights_only=True)``."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
-
-
-def _set_safe_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
 def add_contrastive_arguments(group, projection_dim: int, temperature: float) -> None:
@@ -153,7 +140,8 @@ class Pretrainer:
         return {}
 
     def variant_suffix(self) -> str:
-        """Appended to the output folder name for ablations (e.g. ``_noCon``), so variants never overwrite."""
+        """Appended to the output folder name for ablations (e.g. ``_noCon``; :mod:`nnunet_semi.pretrained.contract`
+        names the suffixes fine-tuning looks for), so variants never overwrite."""
         return ""
 
     def network_weights(self) -> dict:
@@ -188,9 +176,8 @@ class Pretrainer:
 
     @property
     def output_folder(self) -> str:
-        name = f"{self.method_name}Pretrain{self.variant_suffix()}__{self.plans_manager.plans_name}__" \
-               f"{self.configuration_name}"
-        return join(nnUNet_results.require(), self.dataset_name, name, f"fold_{self.fold}")
+        return contract.output_folder(self.dataset_name, self.method_name, self.plans_manager.plans_name,
+                                      self.configuration_name, self.fold, self.variant_suffix())
 
     # ------------------------------------------------------------------ loop
     def _loader(self, per_rank_batch: int):
@@ -219,15 +206,13 @@ class Pretrainer:
             "scheduler_state": scheduler.state_dict(),
             "epoch": epoch,
             "history": self.history,
-            "rng_state": _safe_rng_state(),
-            "pretraining": {"method": self.method_name, "dataset": self.dataset_name,
-                            "plans": self.plans_manager.plans_name, "configuration": self.configuration_name,
-                            "fold": str(self.fold), "num_epochs": self.num_epochs,
-                            "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
-                            **self.hyperparameters()},
+            "rng_state": rng_state(),
+            contract.PROVENANCE_KEY: contract.provenance(
+                self.method_name, self.dataset_name, self.plans_manager.plans_name, self.configuration_name,
+                self.fold, num_epochs=self.num_epochs, learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay, **self.hyperparameters()),
         }
-        torch.save(checkpoint, filename + ".tmp")
-        os.replace(filename + ".tmp", filename)
+        atomic_save(checkpoint, filename)
 
     def _plot(self) -> None:
         if self.rank != 0 or not self.history:
@@ -290,7 +275,7 @@ class Pretrainer:
         loader, n_images = self._loader(per_rank_batch)
         iterations = self.iterations_per_epoch or max(1, math.ceil(n_images / global_batch))
         if resume_state is not None:
-            _set_safe_rng_state(resume_state["rng_state"])  # after the loader started: as in the original run
+            set_rng_state(resume_state["rng_state"])  # after the loader started: as in the original run
         if self.rank == 0:
             print(f"{self.method_name} pretraining of {self.dataset_name} {self.configuration_name} fold {self.fold}: "
                   f"{n_images} images, batch {global_batch} ({per_rank_batch} per rank), {iterations} iterations x "

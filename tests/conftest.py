@@ -13,6 +13,8 @@ from typing import Mapping
 
 import pytest
 
+from nnunet_semi.utils.commands import command_beside_interpreter
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "NNUNET_SEMI_SHARED_DATA"
 
@@ -74,10 +76,10 @@ def pytest_runtest_setup(item):
 
 def nnunet_bin(name: str) -> str:
     """Console scripts of the interpreter running the tests (the project's venv)."""
-    path = Path(sys.executable).parent / name
-    if not path.exists():
+    path = command_beside_interpreter(name)
+    if path is None:
         pytest.fail(f"{name} not found next to {sys.executable}: install the project with scripts/setup_env.sh")
-    return str(path)
+    return path
 
 
 def make_env(root: Path) -> dict:

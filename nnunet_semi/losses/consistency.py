@@ -4,7 +4,7 @@
   f(x, theta, eta)||^2): :func:`softmax_mse` between the student's and the teacher's softmax outputs;
 * UA-MT (Yu et al., MICCAI 2019, Sec. 2.2, eq. 2-4): T stochastic teacher passes, their mean softmax mu_c, the
   predictive entropy u = -sum_c mu_c log mu_c (:func:`predictive_entropy`), the threshold H =
-  (3/4 + 1/4 e^{-5 (1 - t/t_max)^2}) ln C (:func:`uamt_threshold`) and the masked consistency
+  (3/4 + 1/4 e^{-5 (1 - t/t_max)^2}) ln C (:func:`nnunet_semi.schedules.uamt_threshold`) and the masked consistency
   L_c = sum_v I(u_v < H) ||f'_v - f_v||^2 / sum_v I(u_v < H) (:func:`uncertainty_masked_mse`; as in the reference
   code the squared difference is averaged over the C classes too);
 * entropy minimisation (Grandvalet & Bengio 2005; listed by Chaitanya et al. 2023): :func:`mean_entropy`.
@@ -13,7 +13,6 @@ import math
 
 import torch
 
-from nnunet_semi.losses.cps import sigmoid_rampup
 
 EPS = 1e-6
 
@@ -46,11 +45,6 @@ def predictive_entropy(mc_probs: torch.Tensor) -> torch.Tensor:
     if mc_probs.ndim < 4:
         raise ValueError(f"expected (T, B, C, *spatial) Monte-Carlo probabilities, got {tuple(mc_probs.shape)}")
     return entropy_map(mc_probs.mean(0))
-
-
-def uamt_threshold(progress: float, num_classes: int) -> float:
-    """UA-MT's threshold H = (3/4 + 1/4 * sigmoid_rampup(progress, 1)) * ln C (``progress`` = t / t_max)."""
-    return (0.75 + 0.25 * sigmoid_rampup(progress, 1.0)) * math.log(num_classes)
 
 
 def uncertainty_masked_mse(student_logits: torch.Tensor, teacher_probs: torch.Tensor, uncertainty: torch.Tensor,

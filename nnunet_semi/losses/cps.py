@@ -8,7 +8,6 @@ eq. 5 of ``papers/ccm-complementary-masking-cps.md`` (Zhou et al., CCM): for an 
 
 Pseudo-labels carry no gradient (argmax is not differentiable; they are detached explicitly).
 """
-import math
 
 import torch
 import torch.nn.functional as F
@@ -63,12 +62,3 @@ def foreground_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torc
     if denominator == 0:
         return torch.ones((), device=logits_a.device)
     return 2.0 * (fg_a & (a == b)).sum().float() / denominator.float()
-
-
-def sigmoid_rampup(current: float, rampup_length: float) -> float:
-    """``exp(-5 (1 - t)^2)`` with ``t = clip(current / rampup_length, 0, 1)`` (Laine & Aila 2017; the usual
-    ramp-up of consistency weights in mean-teacher / CPS code). ``rampup_length <= 0`` means no ramp-up (1.0)."""
-    if rampup_length <= 0:
-        return 1.0
-    t = min(max(current / rampup_length, 0.0), 1.0)
-    return float(math.exp(-5.0 * (1.0 - t) ** 2))

@@ -23,9 +23,10 @@ Ambiguities of the paper and how they are resolved here (each function repeats t
 * eq. 5 is a plain sum, whose size grows with the patch volume (~10^4 for a 112x112x80 patch with 1 % of voxels
   in M_diff) although it is weighted like the CE + Dice terms (lambda_u = 1). Default: the mean over the M_diff
   voxels of the per-voxel L1 distance (sum over classes); ``reduction='sum'`` is eq. 5 verbatim.
-* T "is adjusted dynamically during training" without a schedule: :func:`confidence_threshold` rises linearly
-  from ``start`` to ``end`` (defaults 0.6 -> 0.9) over training. Rationale: networks grow (over)confident as they
-  train, so a rising threshold keeps M_diff restricted to *highly* confident disagreements.
+* T "is adjusted dynamically during training" without a schedule:
+  :func:`nnunet_semi.schedules.confidence_threshold` rises linearly from ``start`` to ``end`` (defaults 0.6 -> 0.9)
+  over training. Rationale: networks grow (over)confident as they train, so a rising threshold keeps M_diff
+  restricted to *highly* confident disagreements.
 * eq. 6-7 do not say which feature map f is, nor how d is defined, whether prototypes carry gradients, or how
   "prototypes are pushed apart" is written. Here: f = the subnetwork's voxel features (the trainer uses the last
   decoder stage), L2-normalised over channels; d = squared Euclidean distance; the pull term is the cross-entropy
@@ -33,8 +34,9 @@ Ambiguities of the paper and how they are resolved here (each function repeats t
   prototypes); the push term is the mean over prototype pairs of ``exp(-d(c_k, c_k'))`` (the kernel of eq. 7,
   bounded, so it cannot be won by scaling features) with gradients through the prototypes.
 * lambda_c = 0.1 * e^{4 (1 - t / t_max)^2} as printed *decreases* from 0.1 e^4 = 5.46 to 0.1; the usual
-  ramp-up of consistency weights is ``e^{-5 (1 - t/t_max)^2}`` (rising). :func:`contrastive_weight` implements the
-  printed formula with the exponent factor as a knob: ``exponent=-4`` gives the rising reading (0.0018 -> 0.1).
+  ramp-up of consistency weights is ``e^{-5 (1 - t/t_max)^2}`` (rising).
+  :func:`nnunet_semi.schedules.contrastive_weight` implements the printed formula with the exponent factor as a
+  knob: ``exponent=-4`` gives the rising reading (0.0018 -> 0.1).
 
 The authors' public code (xmindflow/SSL-contrastive) differs from the paper in several places (a fixed T = 0.6,
 M_diff on labeled images, the contrastive term computed without gradient); we implement the paper.
@@ -238,23 +240,3 @@ def prototype_loss(features: torch.Tensor, pseudo_labels: torch.Tensor, reliable
         pull = features.sum() * 0.0
     push = prototype_separation(prototypes, present, temperature)
     return pull + separation_weight * push, pull, push
-
-
-# ------------------------------------------------------------------------------------------------- schedules
-def _progress(t: float, t_max: float) -> float:
-    if t_max <= 0:
-        raise ValueError(f"t_max must be > 0, got {t_max}")
-    return min(max(t / t_max, 0.0), 1.0)
-
-
-def contrastive_weight(t: float, t_max: float, base: float = 0.1, exponent: float = 4.0) -> float:
-    """lambda_c of Sec. 3.1 as printed: ``base * exp(exponent * (1 - t / t_max)^2)`` (t / t_max clipped to
-    [0, 1]). Defaults are the paper's (0.1, 4): 5.46 at t = 0 falling to 0.1 at t_max; ``exponent=-4`` is the
-    rising ramp-up reading (0.0018 -> 0.1)."""
-    return float(base * math.exp(exponent * (1.0 - _progress(t, t_max)) ** 2))
-
-
-def confidence_threshold(t: float, t_max: float, start: float = 0.6, end: float = 0.9) -> float:
-    """T of eq. 4 ("adjusted dynamically", no schedule given): linear from ``start`` at t = 0 to ``end`` at
-    t_max (t / t_max clipped to [0, 1])."""
-    return float(start + (end - start) * _progress(t, t_max))

@@ -21,7 +21,7 @@ from torch import nn
 STORE = "_contrastive_store"
 
 
-class LocalProjectionHead(nn.Module):
+class NormedLocalProjectionHead(nn.Module):
     """``conv1x1(C -> C) -> norm -> ReLU -> conv1x1(C -> out_dim)`` for 2D or 3D feature maps."""
 
     def __init__(self, conv_op, norm_op, norm_op_kwargs: dict, in_channels: int, out_dim: int = 16):
@@ -47,8 +47,8 @@ def attach_contrastive_head(unet: nn.Module, out_dim: int = 16) -> nn.Module:
     """Add ``h_phi`` to a dynamic_network_architectures U-Net (in place) and return the U-Net."""
     encoder = unet.encoder
     in_channels = unet.decoder.seg_layers[-1].in_channels
-    unet.add_module("contrastive_head", LocalProjectionHead(encoder.conv_op, encoder.norm_op, encoder.norm_op_kwargs,
-                                                            in_channels, out_dim))
+    head = NormedLocalProjectionHead(encoder.conv_op, encoder.norm_op, encoder.norm_op_kwargs, in_channels, out_dim)
+    unet.add_module("contrastive_head", head)
     setattr(unet, STORE, {})
     unet.decoder.stages[-1].register_forward_hook(partial(_project, unet))
     return unet

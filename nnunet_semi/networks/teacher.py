@@ -20,7 +20,6 @@ import copy
 from typing import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 EVALUATED = ("student", "teacher")
@@ -126,9 +125,3 @@ def gaussian_input_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -
     """``clamp(N(0, std^2), -clip, clip)`` noise of ``x``'s shape (the teacher-input noise of the SSL4MIS mean
     teacher / UA-MT code)."""
     return torch.clamp(torch.randn_like(x) * std, -clip, clip)
-
-
-def softmax_of(output) -> torch.Tensor:
-    """Softmax over classes of a full-resolution output (first scale of a deep-supervision list)."""
-    logits = output[0] if isinstance(output, (list, tuple)) else output
-    return F.softmax(logits.float(), 1)

@@ -95,7 +95,7 @@ class TwoDecoderNetwork(nn.Module):
     def planned_networks(self):
         """The shared encoder with decoder 1 (the planned decoder); decoder 2 (interpolation up-sampling, another
         architecture) keeps its own initialisation."""
-        from nnunet_semi.networks.pretrained import EncoderDecoder
+        from nnunet_semi.pretrained.loading import EncoderDecoder
 
         return {"encoder + decoder_1": EncoderDecoder(self.encoder, self.decoder_1)}
 

@@ -1,4 +1,4 @@
-"""nnUNetTrainerBCP: Bidirectional Copy-Paste, Bai et al., CVPR 2023 (pieces in :mod:`nnunet_semi.losses.bcp`).
+"""nnUNetTrainerBCP: Bidirectional Copy-Paste, Bai et al., CVPR 2023 (mixing: :mod:`nnunet_semi.augmentation.copy_paste`).
 
 Two stages on nnU-Net's augmented patches (the mixing happens on the batches inside ``compute_losses``):
 
@@ -47,13 +47,11 @@ a short budget is used.
 """
 import torch
 
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from nnunet_semi.losses.bcp import box_mask, copy_paste, downsample_targets, largest_component_per_class, \
-    region_targets
+from nnunet_semi.augmentation.copy_paste import box_mask, copy_paste, downsample_targets, region_targets
 from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.postprocessing import largest_component_per_class
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
 
@@ -90,9 +88,7 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
         """nnU-Net's Dice + CE (its settings, its deep-supervision weights) with an ignore value that restricts it to
         one region of the mixed image."""
         self.ignore_value = self.label_manager.num_segmentation_heads
-        loss = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
-                               "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1, ignore_label=self.ignore_value,
-                              dice_class=MemoryEfficientSoftDiceLoss)
+        loss = self.dice_ce_ignoring(self.ignore_value)
         return DeepSupervisionWrapper(loss, self.loss.weight_factors) if self.enable_deep_supervision else loss
 
     # ------------------------------------------------------------------ stages

@@ -5,7 +5,8 @@
   every epoch (CPU budgets: tests, the demo, quick checks).
 
 The classes are created once, at import, as attributes of the trainer's own module, so they pickle and are found
-by name like hand-written classes.
+by name like hand-written classes. :func:`register_variant` is the one way a variant class is generated (budgets
+here, MMGL's ablations and Dice portfolios in ``training/mmgl.py``).
 """
 import sys
 from typing import Dict, Iterable, Tuple, Type
@@ -16,8 +17,18 @@ GPU_EPOCHS = (1, 5, 10, 20, 50, 100, 250, 500)
 CPU_BUDGETS = ((2, 5), (4, 10), (10, 25), (10, 100), (20, 50), (20, 100), (40, 50), (50, 100))
 
 
+def register_variant(base: Type, suffix: str, doc: str, **namespace) -> Type:
+    """Create the subclass ``<base>_<suffix>`` of ``base`` with ``namespace`` (class attributes, methods) and register
+    it in ``base``'s module under its name, so that it pickles and nnU-Net finds it by name (``-tr``,
+    ``nnUNetv2_predict``) like a hand-written class."""
+    name = f"{base.__name__}_{suffix}"
+    cls = type(name, (base,), {**namespace, "__module__": base.__module__, "__qualname__": name, "__doc__": doc})
+    setattr(sys.modules[base.__module__], name, cls)
+    return cls
+
+
 def _budget_class(base: Type, epochs: int, iterations: int = None) -> Type:
-    name = f"{base.__name__}_{epochs}epochs" + (f"_{iterations}its" if iterations else "")
+    suffix = f"{epochs}epochs" + (f"_{iterations}its" if iterations else "")
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -29,15 +40,11 @@ def _budget_class(base: Type, epochs: int, iterations: int = None) -> Type:
             self.save_every = 1
 
     doc = f"{base.__name__} for {epochs} epochs" + (f" of {iterations} iterations." if iterations else ".")
-    return type(name, (base,), {"__init__": __init__, "__module__": base.__module__, "__qualname__": name,
-                                "__doc__": doc})
+    return register_variant(base, suffix, doc, __init__=__init__)
 
 
 def add_budget_variants(base: Type, gpu_epochs: Iterable[int] = GPU_EPOCHS,
                         cpu_budgets: Iterable[Tuple[int, int]] = CPU_BUDGETS) -> Dict[str, Type]:
     """Create the variants of ``base`` and register them in ``base``'s module; returns ``{name: class}``."""
     classes = [_budget_class(base, e) for e in gpu_epochs] + [_budget_class(base, e, i) for e, i in cpu_budgets]
-    module = sys.modules[base.__module__]
-    for cls in classes:
-        setattr(module, cls.__name__, cls)
     return {cls.__name__: cls for cls in classes}

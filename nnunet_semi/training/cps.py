@@ -38,7 +38,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement
-from nnunet_semi.networks.dual import DualNetwork, unwrap
+from nnunet_semi.networks.dual import DualNetwork
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -69,9 +69,6 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
                                                          num_output_channels, enable_deep_supervision)
                 for _ in range(2)]
         return DualNetwork(*nets)
-
-    def grad_clip_groups(self):
-        return [list(net.parameters()) for net in unwrap(self.network).members]
 
     def current_cps_weight(self) -> float:
         return self.epoch_rampup(self.cps_weight, self.cps_rampup_epochs)  # 0 epochs: constant alpha

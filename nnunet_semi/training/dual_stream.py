@@ -44,16 +44,14 @@ from functools import partial
 
 import torch
 
-from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from nnunet_semi.losses.dual_stream import (confidence_threshold, confident_disagreement_mask, contrastive_weight,
-                                            disagreement_l1_loss, prototype_loss, pseudo_label_source,
-                                            reliable_mask)
+from nnunet_semi.losses.dual_stream import (confident_disagreement_mask, disagreement_l1_loss, prototype_loss,
+                                            pseudo_label_source, reliable_mask)
 from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -131,17 +129,11 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
                                      (partner, partner_kwargs))]
         return DualNetwork(*nets)
 
-    def grad_clip_groups(self):
-        return [list(net.parameters()) for net in unwrap(self.network).members]
-
     def initialize(self):
         super().initialize()
         # L_u: nnU-Net's Dice + CE; unreliable voxels carry the ignore value num_segmentation_heads (no class)
         self.unsup_ignore_value = self.label_manager.num_segmentation_heads
-        self.loss_unlabeled = DC_and_CE_loss(
-            {"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": self.is_ddp},
-            {}, weight_ce=1, weight_dice=1, ignore_label=self.unsup_ignore_value,
-            dice_class=MemoryEfficientSoftDiceLoss)
+        self.loss_unlabeled = self.dice_ce_ignoring(self.unsup_ignore_value)
         # the hooks are on the modules inside any DDP / torch.compile wrapper (compile traces at the first call)
         for index, net in enumerate(unwrap(self.network).members):
             net.decoder.stages[-1].register_forward_hook(partial(_keep_output, self._decoder_features, index))

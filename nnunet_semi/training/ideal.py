@@ -63,8 +63,5 @@ class nnUNetTrainerIDEAL(PretrainedInitialisation, nnUNetTrainerCPS):
         return build_two_decoder_network(plans_manager, configuration_manager, num_input_channels,
                                          num_output_channels, enable_deep_supervision)
 
-    def grad_clip_groups(self):
-        return [list(self.network.parameters())]
-
 
 IDEAL_VARIANTS = add_budget_variants(nnUNetTrainerIDEAL)

@@ -33,7 +33,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_budget_variants, register_variant
 from nnunet_semi.training.pretrained_init import PretrainedInitialisation
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -114,11 +114,7 @@ class nnUNetTrainerMMGL(PretrainedInitialisation, nnUNetTrainerSemiSupervised):
 
 
 def _variant(name: str, **attributes) -> type:
-    full_name = f"nnUNetTrainerMMGL_{name}"
-    cls = type(full_name, (nnUNetTrainerMMGL,), {**attributes, "__module__": __name__, "__qualname__": full_name,
-                                                 "__doc__": f"nnUNetTrainerMMGL with {attributes}."})
-    globals()[cls.__name__] = cls
-    return cls
+    return register_variant(nnUNetTrainerMMGL, name, f"nnUNetTrainerMMGL with {attributes}.", **attributes)
 
 
 _BASES = [nnUNetTrainerMMGL]

@@ -4,28 +4,18 @@ The checkpoint is ``$nnUNet_results/<Dataset>/<Method>Pretrain__<plans>__<config
 checkpoint_final.pth`` (what ``nnunet_semi_pretrain -m <method>`` writes for the same plans, configuration and
 fold), or the file named by ``nnUNet_semi_pretrained=<path>`` (e.g. an ablation's checkpoint). It is read with
 ``torch.load(weights_only=True)``; one that does not fit the planned network is refused with the first mismatching
-key and both shapes (:func:`~nnunet_semi.networks.pretrained.load_pretrained_networks`), and so is one whose
+key and both shapes (:func:`~nnunet_semi.pretrained.loading.load_pretrained_networks`), and so is one whose
 recorded method (``checkpoint['pretraining']['method']``) is not among the trainer's
-``accepted_pretraining_methods`` (unless ``nnUNet_semi_pretrained_any=1``: deliberate cross-loading).
+``accepted_pretraining_methods`` (unless ``nnUNet_semi_pretrained_any=1``: deliberate cross-loading). The naming,
+the checks and the loading are the contract of :mod:`nnunet_semi.pretrained`; this mixin only says which
+pretraining a trainer starts from.
 """
 import os
 from typing import FrozenSet, Tuple
 
-from batchgenerators.utilities.file_and_folder_operations import join
-
-from nnunetv2.paths import nnUNet_results
-
-from nnunet_semi.networks.pretrained import PretrainedWeightsError, load_pretrained_networks
-
-PRETRAINED_ENV = "nnUNet_semi_pretrained"
-
-
-def pretraining_checkpoint_path(dataset_name: str, method: str, plans_name: str, configuration: str, fold,
-                                variant: str = "") -> str:
-    """Where ``nnunet_semi_pretrain`` writes the final checkpoint of ``method`` (its ``method_name``, e.g. ``"CCM"``)
-    with the ablation suffix ``variant`` (e.g. ``"_noMV"``) for these plans, configuration and fold."""
-    folder = f"{method}Pretrain{variant}__{plans_name}__{configuration}"
-    return join(nnUNet_results.require(), dataset_name, folder, f"fold_{fold}", "checkpoint_final.pth")
+from nnunet_semi.pretrained import contract
+from nnunet_semi.pretrained.contract import PRETRAINED_ENV  # noqa: F401  (the variable's name, for users and tests)
+from nnunet_semi.pretrained.loading import load_pretraining
 
 
 class PretrainedInitialisation:
@@ -54,9 +44,9 @@ class PretrainedInitialisation:
             return self._pretrained_weights_file
         if os.environ.get(PRETRAINED_ENV):
             return os.environ[PRETRAINED_ENV]
-        return pretraining_checkpoint_path(self.plans_manager.dataset_name, self.pretraining_method,
-                                           self.plans_manager.plans_name, self.configuration_name, self.fold,
-                                           self.pretraining_variant)
+        return contract.checkpoint_path(self.plans_manager.dataset_name, self.pretraining_method,
+                                        self.plans_manager.plans_name, self.configuration_name, self.fold,
+                                        self.pretraining_variant)
 
     def load_pretrained_weights_file(self, path: str) -> None:
         """``nnUNetv2_train ... -pretrained_weights PATH`` names the pretraining checkpoint (as
@@ -71,19 +61,20 @@ class PretrainedInitialisation:
         self._weights_from_checkpoint = True
         super().load_checkpoint(filename_or_checkpoint)
 
+    def _missing_fixes(self) -> str:
+        command = contract.pretrain_command(self.plans_manager.dataset_name, self.configuration_name,
+                                            self.plans_manager.plans_name, self.fold,
+                                            self.pretraining_command or self.pretraining_method.lower())
+        return f"run {command} first, or set {PRETRAINED_ENV}=<checkpoint>"
+
     def initialize(self):
         super().initialize()
         if getattr(self, "_weights_from_checkpoint", False):
             self.print_to_log_file("Weights come from a training checkpoint: the pretraining is not read.")
             return
         path = self.pretrained_checkpoint()
-        if not os.path.isfile(path):
-            raise PretrainedWeightsError(
-                f"No {self.pretraining_method} pretraining found at {path}. Fix: run nnunet_semi_pretrain -d "
-                f"{self.plans_manager.dataset_name} -c {self.configuration_name} -p {self.plans_manager.plans_name} "
-                f"-m {self.pretraining_command or self.pretraining_method.lower()} -f {self.fold} first, or set "
-                f"{PRETRAINED_ENV}=<checkpoint>.")
-        loaded = load_pretrained_networks(self.network, path, skip=self.pretrained_skip,
-                                          accepted_methods=self.accepted_pretraining_methods, user=type(self).__name__)
+        loaded = load_pretraining(self.network, path, f"{self.pretraining_method} pretraining", self._missing_fixes,
+                                  skip=self.pretrained_skip, accepted_methods=self.accepted_pretraining_methods,
+                                  user=type(self).__name__)
         self.print_to_log_file(f"Initialised {len(loaded)} tensors from {path} (keys containing "
                                f"{', '.join(self.pretrained_skip)} trained anew)")

@@ -9,6 +9,20 @@ at call time) so that, for a trainer with a ``load_pretrained_weights_file(path)
 the trainer loads the file itself; everything else (nnU-Net's own trainers, ``--c``, ``--val``) runs nnU-Net's
 function unchanged. What each trainer does with the file: ``nnUNetTrainerSemiSupervised.load_pretrained_weights_file``
 and ``PretrainedInitialisation.load_pretrained_weights_file``.
+
+Why this is the one global that is still replaced (issue 18 removed the others): in nnunetv2 2.8
+``run_training`` / ``run_ddp`` call ``maybe_load_checkpoint(trainer, c, val, pretrained_weights)``, which calls
+``trainer.initialize()`` and then the module-level function ``load_pretrained_weights(trainer.network, PATH)``. That
+function receives the network object, not the trainer, and asserts that every key of the network's state dict
+(segmentation heads excepted) is in the file with the same shape, then calls ``load_state_dict`` on the unwrapped
+module. No trainer hook runs between ``initialize()`` and that call, and the file name reaches only that function;
+the trainer never sees it. The alternatives all fail or are worse: (a) a network whose ``state_dict()`` pretends to
+be one plain U-Net would break nnU-Net's checkpoints and predictor, which load the same network strictly; (b)
+reading ``-pretrained_weights`` from ``sys.argv`` in the trainer still leaves nnU-Net's assertion to fail right
+after; (c) nnU-Net's trainer class offers no ``load_pretrained_weights`` method to override. The wrap is installed
+once when ``nnunet_semi.training`` is imported (what ``nnUNet_extTrainer`` does for ``nnUNetv2_train``), is
+idempotent, leaves nnU-Net's function untouched for every other trainer and for ``--c`` / ``--val``, and is tested
+by ``tests/unit/test_pretrained_weights_hook.py`` and ``tests/cli/test_nnunet_toolbox.py``.
 """
 from nnunetv2.run import run_training
 

@@ -16,6 +16,7 @@ holds for single-process data augmentation (``nnUNet_n_proc_DA=0``) on determini
 augmentation workers nnU-Net's loaders are non-deterministic by design and a resumed run continues from the exact
 weights, optimizer and logger state but not the exact batch sequence.
 """
+import contextlib
 import os
 import random
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,22 +32,21 @@ from torch import distributed as dist
 from nnunetv2.paths import nnUNet_raw
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
-from nnunet_semi.losses.cps import sigmoid_rampup
-from nnunet_semi.networks.dual import unwrap
-from nnunet_semi.networks.pretrained import load_into_planned_networks
-from nnunet_semi.training.logging import SemiLocalLogger
+from nnunet_semi.networks.dual import DualNetwork, unwrap
+from nnunet_semi.pretrained.loading import load_into_planned_networks
+from nnunet_semi.schedules import sigmoid_rampup
+from nnunet_semi.training.logging import CHECKPOINT_KEY, SemiLocalLogger, semi_checkpoint_state  # noqa: F401
+from nnunet_semi.utils.checkpoint_io import atomic_path, rng_state, set_rng_state
+from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
 
-SEED_ENV = "nnUNet_semi_seed"
-#: torch's intra-op thread count for a CPU run. ``nnUNetv2_train -device cpu`` sets torch to all cores; two such
-#: trainings on one machine then slow each other several-fold. ``nnUNet_semi_threads=1`` lets two runs share 2 cores.
-THREADS_ENV = "nnUNet_semi_threads"
-CHECKPOINT_KEY = "nnunet_semi"
 
 
 def apply_run_environment(local_rank: int = 0) -> None:
@@ -66,21 +66,6 @@ def apply_run_environment(local_rank: int = 0) -> None:
     seed = os.environ.get(SEED_ENV)
     if seed is not None:
         nnUNetTrainerSemiSupervised.seed_everything(int(seed) + local_rank)
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class nnUNetTrainerSemiSupervised(nnUNetTrainer):
@@ -175,7 +160,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         if self._rng_state_to_restore is not None:
             # after the loaders were built (building them draws random numbers), so that the first resumed epoch
             # sees exactly the random stream of the uninterrupted run
-            _set_rng_state(self._rng_state_to_restore)
+            set_rng_state(self._rng_state_to_restore)
             self._rng_state_to_restore = None
 
     def on_train_epoch_start(self):
@@ -220,8 +205,20 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         """Method-specific: return ``(loss_to_backpropagate, loss_to_log, {curve: value})``."""
         raise NotImplementedError
 
+    def dice_ce_ignoring(self, ignore_value: int) -> DC_and_CE_loss:
+        """nnU-Net's Dice + CE with its settings (batch Dice as planned, smooth 1e-5, no background Dice, weights
+        1 : 1, its memory-efficient soft Dice) that leaves out the voxels labelled ``ignore_value``: the loss on
+        targets of which only a part counts (BCP's mixed regions, DualStreamCL's reliable pseudo-labels)."""
+        return DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
+                               "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1, ignore_label=ignore_value,
+                              dice_class=MemoryEfficientSoftDiceLoss)
+
     def grad_clip_groups(self) -> List[Sequence[torch.nn.Parameter]]:
-        """Parameter groups whose gradient norm is clipped (at 12, nnU-Net's value) separately."""
+        """Parameter groups whose gradient norm is clipped (at 12, nnU-Net's value) separately: each network of a
+        :class:`~nnunet_semi.networks.dual.DualNetwork` on its own (as if each were trained alone), else all."""
+        module = unwrap(self.network)
+        if isinstance(module, DualNetwork):
+            return [list(net.parameters()) for net in module.members]
         return [list(self.network.parameters())]
 
     def after_optimizer_step(self) -> None:
@@ -276,7 +273,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     def load_pretrained_weights_file(self, path: str) -> None:
         """``nnUNetv2_train ... -pretrained_weights PATH`` (fresh start). A checkpoint of this trainer's own network
         loads as a whole; a single-network checkpoint (e.g. a labeled-only nnU-Net's ``checkpoint_final.pth``) loads
-        into every planned network of the trainer it fits (:func:`~nnunet_semi.networks.pretrained.planned_networks`:
+        into every planned network of the trainer it fits (:func:`~nnunet_semi.pretrained.loading.planned_networks`:
         both networks of CPS, student and teacher, encoder + decoder 1 of MC-Net; segmentation heads and extra heads
         keep their fresh initialisation, as with nnU-Net's loader); one that fits none is refused with the first
         mismatching key."""
@@ -299,34 +296,33 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         pass
 
     def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint plus our state, written atomically. Our state (per-rank random states, the method's
+        state) travels in the logger's checkpoint (``checkpoint['logging'][CHECKPOINT_KEY]``, see
+        :class:`~nnunet_semi.training.logging.SemiLocalLogger`), a channel nnU-Net saves and hands back on load."""
         # every rank calls save_checkpoint at the same points (nnU-Net's on_epoch_end / on_train_end), so gathering
         # the per-rank random states here is a collective identical on all ranks
-        rng = _rng_state()
+        rng = rng_state()
         if self.is_ddp:
             rng_all = [None] * dist.get_world_size()
             dist.all_gather_object(rng_all, rng)
         else:
             rng_all = [rng]
-        extra = {CHECKPOINT_KEY: {"rng_states": rng_all, "method_state": self.extra_checkpoint_state()}}
-        real_save = torch.save
-
-        def save_atomically_with_extra(obj, f, *args, **kwargs):
-            # nnU-Net's save_checkpoint builds its dictionary and hands it to torch.save: add our state and write
-            # to a temporary file first, so that a job killed while writing never leaves a corrupt checkpoint
-            real_save({**obj, **extra}, f + ".tmp", *args, **kwargs)
-            os.replace(f + ".tmp", f)
-
-        torch.save = save_atomically_with_extra
+        local_logger = self.logger.local_logger
+        local_logger.extra_state = {"rng_states": rng_all, "method_state": self.extra_checkpoint_state()}
+        writes = self.local_rank == 0 and not self.disable_checkpointing  # where nnU-Net's save_checkpoint writes
         try:
-            super().save_checkpoint(filename)
+            with atomic_path(filename) if writes else contextlib.nullcontext(filename) as target:
+                super().save_checkpoint(target)
         finally:
-            torch.save = real_save
+            local_logger.extra_state = None
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
-            torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
-        state = checkpoint.get(CHECKPOINT_KEY)
+        super().load_checkpoint(filename_or_checkpoint)  # hands checkpoint['logging'] to our logger
+        state = self.logger.local_logger.loaded_extra_state
+        if state is None:  # written before our state moved into the logging entry: top-level CHECKPOINT_KEY
+            checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
+                torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+            state = semi_checkpoint_state(checkpoint)
         if state is None:
             self.print_to_log_file("Checkpoint has no nnunet-semi state (random streams restart).")
             return
@@ -338,4 +334,4 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         else:
             self.print_to_log_file(f"Checkpoint was written by {len(rng_all)} rank(s), this run has {world}: "
                                    f"random streams are re-seeded, the resume is not bit-identical.")
-            self.seed_everything(int(checkpoint["current_epoch"]) * 1000 + self.local_rank)
+            self.seed_everything(int(self.current_epoch) * 1000 + self.local_rank)

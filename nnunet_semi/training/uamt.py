@@ -25,9 +25,10 @@ Inference (validation, ``nnUNetv2_predict``): the student, as in the paper's cod
 """
 import torch
 
-from nnunet_semi.losses.consistency import predictive_entropy, uamt_threshold, uncertainty_masked_mse
+from nnunet_semi.losses.consistency import predictive_entropy, uncertainty_masked_mse
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.networks.teacher import gaussian_input_noise
+from nnunet_semi.schedules import uamt_threshold
 from nnunet_semi.training.budgets import add_budget_variants
 from nnunet_semi.training.mean_teacher import nnUNetTrainerMeanTeacher
 

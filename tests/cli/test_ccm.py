@@ -6,7 +6,7 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from nnunet_semi.networks.pretrained import PretrainedWeightsError
+from nnunet_semi.pretrained.loading import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
 from tests.helpers import predict_and_evaluate, train_cmd
 

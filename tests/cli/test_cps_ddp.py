@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from nnunet_semi.training.logging import semi_checkpoint_state
 from tests.conftest import SMALL_PLANS, train_env
 from tests.helpers import free_port
 
@@ -80,5 +81,5 @@ def test_two_ranks_gloo(hippocampus_nnunet, tmp_path, name):
     # the logged curve is the mean over ranks, identical on both
     assert results[0]["curve"] == results[1]["curve"] and np.isfinite(results[0]["curve"])
     checkpoint = torch.load(tmp_path / "ddp_checkpoint.pth", map_location="cpu", weights_only=False)
-    rng = checkpoint["nnunet_semi"]["rng_states"]
+    rng = semi_checkpoint_state(checkpoint)["rng_states"]  # inside checkpoint["logging"]
     assert len(rng) == WORLD and not torch.equal(rng[0]["torch"], rng[1]["torch"])

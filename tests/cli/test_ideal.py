@@ -8,7 +8,7 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from nnunet_semi.networks.pretrained import PretrainedWeightsError
+from nnunet_semi.pretrained.loading import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
 from tests.helpers import predict_and_evaluate, train_cmd
 
@@ -61,7 +61,7 @@ def test_ideal_pretraining_writes_a_safe_encoder_checkpoint(ideal_checkpoint):
 
 
 def test_ideal_loads_the_pretrained_encoder_only(hippocampus_nnunet, ideal_checkpoint, monkeypatch):
-    import nnunet_semi.training.pretrained_init as init_module
+    import nnunet_semi.pretrained.loading as init_module
 
     trainer = _trainer(hippocampus_nnunet, monkeypatch)
     assert trainer.pretrained_checkpoint() == ideal_checkpoint  # found by convention

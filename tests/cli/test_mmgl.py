@@ -10,7 +10,7 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
-from nnunet_semi.networks.pretrained import PretrainedWeightsError
+from nnunet_semi.pretrained.loading import PretrainedWeightsError
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, seeded_env, train_env
 from tests.helpers import assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, train_cmd
 

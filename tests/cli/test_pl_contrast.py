@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from nnunet_semi.training.semi_base import CHECKPOINT_KEY
+from nnunet_semi.training.logging import semi_checkpoint_state
 from tests.conftest import run, seeded_env
 from tests.helpers import assert_identical, assert_resume_is_bit_identical, final_checkpoint, predict_and_evaluate, \
     train_cmd
@@ -37,7 +37,7 @@ def test_pl_contrast_trains_predicts_evaluates(hippocampus_nnunet, trained):
     checkpoint = final_checkpoint(env, hippocampus_nnunet["dataset"], TRAINER)
     assert checkpoint["trainer_name"] == TRAINER and checkpoint["current_epoch"] == 2
     assert any(k.startswith("contrastive_head.") for k in checkpoint["network_weights"])
-    state = checkpoint[CHECKPOINT_KEY]["method_state"]
+    state = semi_checkpoint_state(checkpoint)["method_state"]
     assert state["pseudo_label_refreshes"] == [2, 4, 6] and state["pseudo_labeler_iteration"] == 6
     assert state["pseudo_labeler"].keys() == checkpoint["network_weights"].keys()
     logging = checkpoint["logging"]
@@ -60,10 +60,10 @@ def test_pl_contrast_resume_with_c_is_bit_identical(hippocampus_nnunet, trained)
 
     def interrupted(folder):
         latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
-        assert latest[CHECKPOINT_KEY]["method_state"]["pseudo_label_refreshes"] == [2, 4]  # labels iteration 5
+        assert semi_checkpoint_state(latest)["method_state"]["pseudo_label_refreshes"] == [2, 4]  # labels iteration 5
 
     final_a, final_b, proc = assert_resume_is_bit_identical(hippocampus_nnunet, env_a, TRAINER, curves=CURVES,
                                                             name="pl_contrast", before_resume=interrupted)
     assert "pseudo-labeler = the network at iteration 4" not in proc.stdout  # restored, not re-estimated
-    assert_identical(final_a[CHECKPOINT_KEY]["method_state"], final_b[CHECKPOINT_KEY]["method_state"],
+    assert_identical(semi_checkpoint_state(final_a)["method_state"], semi_checkpoint_state(final_b)["method_state"],
                      "method_state")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement, \
-    sigmoid_rampup
+from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement
+from nnunet_semi.schedules import sigmoid_rampup
 
 
 def _ce_numpy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

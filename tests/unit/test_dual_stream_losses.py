@@ -9,9 +9,9 @@ import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
 
-from nnunet_semi.losses.dual_stream import (class_prototypes, confidence_threshold, confident_disagreement_mask,
-                                            contrastive_weight, disagreement_l1_loss, normalized_entropy,
-                                            prototype_loss, pseudo_label_source, reliable_mask)
+from nnunet_semi.losses.dual_stream import (class_prototypes, confident_disagreement_mask, disagreement_l1_loss,
+                                            normalized_entropy, prototype_loss, pseudo_label_source, reliable_mask)
+from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.dual_stream import _keep_output, nnUNetTrainerDualStreamCL, partner_architecture
 
 

@@ -67,15 +67,15 @@ def test_default_local_stage_is_the_quarter_resolution():
 def test_model_stages_and_frozen_encoder(ndim):
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    from nnunet_semi.networks.contrastive_head import LocalProjectionHead
+    from nnunet_semi.networks.contrastive_head import NormedLocalProjectionHead
     from nnunet_semi.networks.heads import ProjectionHead
 
     conv, norm = (torch.nn.Conv2d, torch.nn.InstanceNorm2d) if ndim == 2 else (torch.nn.Conv3d,
                                                                                torch.nn.InstanceNorm3d)
     unet = PlainConvUNet(1, 3, (4, 8, 16), conv, 3, (1, 2, 2), (1, 1, 1), 3, (1, 1), True, norm, {"affine": True},
                          nonlin=torch.nn.LeakyReLU)
-    model = GlobalLocalModel(unet, ProjectionHead(16, out_dim=8), LocalProjectionHead(conv, norm, {"affine": True},
-                                                                                      8, 8), local_stage=0)
+    model = GlobalLocalModel(unet, ProjectionHead(16, out_dim=8),
+                             NormedLocalProjectionHead(conv, norm, {"affine": True}, 8, 8), local_stage=0)
     x = torch.randn(2, 1, *([16, 12] if ndim == 2 else [8, 16, 12]))
     z = model(x, "global")
     assert z.shape == (2, 8)

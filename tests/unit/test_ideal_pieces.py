@@ -13,11 +13,11 @@ from torch import nn
 
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_semi.losses.dense_contrastive import (CropFlip, apply_crop_flip, crop_flip_correspondence,
-                                                  default_crop_size, dense_local_contrastive_loss,
-                                                  global_contrastive_loss, random_crop_flip)
+from nnunet_semi.augmentation.crop_flip import (CropFlip, apply_crop_flip, crop_flip_correspondence,
+                                                default_crop_size, random_crop_flip)
+from nnunet_semi.losses.dense_contrastive import dense_local_contrastive_loss, global_contrastive_loss
 from nnunet_semi.networks.dual import fuse_softmax_logits
-from nnunet_semi.networks.pretrained import load_pretrained_networks
+from nnunet_semi.pretrained.loading import load_pretrained_networks
 from nnunet_semi.networks.two_decoder import InterpolationUpsampling, build_two_decoder_network
 from tests.helpers import free_port
 

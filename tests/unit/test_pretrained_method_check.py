@@ -6,7 +6,7 @@ import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
-from nnunet_semi.networks.pretrained import ANY_METHOD_ENV, PretrainedWeightsError, load_pretrained_networks
+from nnunet_semi.pretrained.loading import ANY_METHOD_ENV, PretrainedWeightsError, load_pretrained_networks
 from nnunet_semi.training import TRAINERS
 from nnunet_semi.training.pretrained_init import PRETRAINED_ENV, PretrainedInitialisation
 from pretraining.ccm import CCMPretrainer

@@ -9,7 +9,7 @@ from torch import nn
 
 import nnunet_semi.training  # noqa: F401  (installs the -pretrained_weights hook, as the trainer search does)
 from nnunet_semi.networks.dual import DualNetwork
-from nnunet_semi.networks.pretrained import PretrainedWeightsError, load_into_planned_networks
+from nnunet_semi.pretrained.loading import PretrainedWeightsError, load_into_planned_networks
 from nnunet_semi.networks.teacher import MeanTeacherNetwork
 from nnunet_semi.networks.two_decoder import TwoDecoderNetwork, use_interpolation_upsampling
 

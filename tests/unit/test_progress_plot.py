@@ -1,5 +1,5 @@
 """progress.png of the semi-supervised trainers: nnU-Net's three panels and the extra curves' panel, drawn in one
-figure and saved once (SemiLocalLogger)."""
+figure and saved once (SemiLocalLogger), and the logger's checkpoint carrying the trainer's state."""
 import os
 
 import matplotlib
@@ -63,7 +63,7 @@ def test_progress_png_has_four_panels_in_one_figure_with_the_curves(tmp_path, mo
     panel = image[3 * height // 4 + 200:height - 200, 300:width - 100, :3]
     coloured = (panel.max(axis=-1) - panel.min(axis=-1)) > 0.25  # line pixels, not the grey background / grid
     assert coloured.sum() > 5000
-    assert plt.subplots.__name__ == "subplots"  # the hook is removed afterwards
+    assert plt.subplots.__name__ == "subplots"  # no global is replaced
 
 
 def test_without_curves_the_png_is_nnunets(tmp_path, monkeypatch):
@@ -76,15 +76,38 @@ def test_without_curves_the_png_is_nnunets(tmp_path, monkeypatch):
     assert len(saved) == 1 and plt.imread(os.path.join(tmp_path, "progress.png")).shape[:2] == (5400, 3000)
 
 
-def test_panel_is_appended_when_nnunet_draws_its_figure_another_way(tmp_path, monkeypatch):
-    def other_nnunet_plot(self, output_folder):  # e.g. a future nnU-Net that does not call plt.subplots(3, 1)
-        fig = plt.figure(figsize=(3, 5.4), dpi=100)
-        fig.add_subplot(1, 1, 1).plot([0, 1])
-        fig.savefig(os.path.join(output_folder, "progress.png"))
-        plt.close(fig)
-
-    monkeypatch.setattr(LocalLogger, "plot_progress_png", other_nnunet_plot)
+def test_the_first_three_panels_are_nnunets(tmp_path, monkeypatch):
+    """Our figure is drawn without nnU-Net's plot function (no global patched): its first three panels carry the same
+    series, labels and axis titles as the figure nnU-Net's LocalLogger draws from the same logging dict."""
     saved = _saved_figures(monkeypatch)
-    _logger().plot_progress_png(str(tmp_path))
-    assert len(saved) == 2 and saved[1][-1][1] == "semi-supervised terms"
-    assert plt.imread(os.path.join(tmp_path, "progress.png")).shape[:2] == (720, 300)
+    logger = _logger()
+    (tmp_path / "ours").mkdir()
+    logger.plot_progress_png(str(tmp_path / "ours"))
+    LocalLogger.plot_progress_png(logger, str(tmp_path))  # nnU-Net's own function on the same dict
+    ours, nnunets = saved
+    assert len(nnunets) == 4 and len(ours) == 5  # three panels + nnU-Net's twin axis; ours adds one panel
+
+    def content(axes):
+        return [(ylabel, [(label, list(np.round(y, 9))) for y, label in lines]) for _, ylabel, lines in axes]
+
+    assert content(ours[:3] + ours[4:]) == content(nnunets[:3] + nnunets[3:])
+    assert ours[3][1] == "semi-supervised terms"
+
+
+def test_logger_checkpoint_carries_the_trainer_state_outside_the_curves():
+    from nnunet_semi.training.logging import CHECKPOINT_KEY, semi_checkpoint_state
+
+    logger = _logger()
+    assert CHECKPOINT_KEY not in logger.get_checkpoint()
+    logger.extra_state = {"rng_states": [1], "method_state": {"a": 2}}
+    saved = logger.get_checkpoint()
+    assert saved[CHECKPOINT_KEY] == logger.extra_state and CHECKPOINT_KEY not in logger.my_fantastic_logging
+    restored = SemiLocalLogger(CURVES)
+    restored.load_checkpoint(saved)
+    assert restored.loaded_extra_state == {"rng_states": [1], "method_state": {"a": 2}}
+    assert CHECKPOINT_KEY not in restored.my_fantastic_logging
+    assert restored.my_fantastic_logging["cps_losses"] == logger.my_fantastic_logging["cps_losses"]
+    # where the state is read from: the logging entry, or the top level of checkpoints written before the move
+    assert semi_checkpoint_state({"logging": saved}) == logger.extra_state
+    assert semi_checkpoint_state({"logging": {}, CHECKPOINT_KEY: {"old": 1}}) == {"old": 1}
+    assert semi_checkpoint_state({"logging": {}}) is None

@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_semi.losses.bcp import box_mask, copy_paste, downsample_targets, largest_component_per_class, \
-    region_targets
+from nnunet_semi.augmentation.copy_paste import box_mask, copy_paste, downsample_targets, region_targets
 from nnunet_semi.losses.consistency import (entropy_map, mean_entropy, predictive_entropy, softmax_mse,
-                                            uamt_threshold, uncertainty_masked_mse)
+                                            uncertainty_masked_mse)
 from nnunet_semi.networks.teacher import MeanTeacherNetwork, channel_dropout, ema_decay, ema_update, \
     gaussian_input_noise
+from nnunet_semi.postprocessing import largest_component_per_class
+from nnunet_semi.schedules import uamt_threshold
 from nnunet_semi.training import TRAINERS
 
 METHODS = ("nnUNetTrainerMeanTeacher", "nnUNetTrainerUAMT", "nnUNetTrainerEntMin", "nnUNetTrainerBCP")

@@ -22,7 +22,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.data import unlabeled
 from nnunet_semi.data.unlabeled import (MANIFEST_FILE, UnlabeledDataError, ensure_unlabeled_preprocessed,
                                         find_unlabeled_cases, preprocess_unlabeled)
-from tests.conftest import HIPPOCAMPUS, REPO as REPO_ROOT, require
+from tests.conftest import HIPPOCAMPUS, REPO as REPO_ROOT, nnunet_bin, require
 
 DATASET = 'Dataset901_Hippo'
 CONFIGURATION = '3d_fullres'
@@ -64,7 +64,7 @@ def planned(tmp_path_factory) -> Planned:
     env = {**os.environ, 'nnUNet_raw': str(base / 'raw'), 'nnUNet_preprocessed': str(base / 'preprocessed'),
            'nnUNet_results': str(base / 'results'),
            'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')]))}
-    command = [str(Path(sys.executable).parent / 'nnUNetv2_plan_and_preprocess'), '-d', '901', '-c', '2d',
+    command = [nnunet_bin('nnUNetv2_plan_and_preprocess'), '-d', '901', '-c', '2d',
                CONFIGURATION, '-np', '1', '-npfp', '1']
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f'nnUNetv2_plan_and_preprocess failed:\n{result.stdout}\n{result.stderr}'

@@ -2,28 +2,20 @@
 from a pretraining method the network does not expect."""
 import os
 import pickle
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from nnunet_semi.networks.dual import unwrap
-
-
-#: set to 1 to load a checkpoint of any pretraining method (deliberate cross-loading; keys and shapes still checked)
-ANY_METHOD_ENV = "nnUNet_semi_pretrained_any"
-
-
-class PretrainedWeightsError(ValueError):
-    """The pretrained checkpoint does not fit the network built from the plans, or comes from another method."""
+from nnunet_semi.pretrained.contract import ANY_METHOD_ENV, PretrainedWeightsError, recorded_method, require_checkpoint
 
 
 def check_pretraining_method(checkpoint: dict, checkpoint_file: str, accepted: Iterable[str], user: str) -> str:
     """The method recorded in ``checkpoint['pretraining']['method']`` (``nnunet_semi_pretrain`` writes it); raises
     :class:`PretrainedWeightsError` unless it is one of ``accepted`` or ``nnUNet_semi_pretrained_any=1`` is set.
     ``user`` names who loads the file (a trainer or a pretraining stage) for the message."""
-    recorded = checkpoint.get("pretraining", {}).get("method") if isinstance(checkpoint.get("pretraining"), dict) \
-        else None
+    recorded = recorded_method(checkpoint)
     accepted = sorted(accepted)
     if recorded in accepted or os.environ.get(ANY_METHOD_ENV) == "1":
         return recorded
@@ -95,6 +87,17 @@ def load_pretrained_networks(network: nn.Module, checkpoint_file: str, skip: Ite
     target.update(loaded)
     unwrap(network).load_state_dict(target)
     return list(loaded)
+
+
+def load_pretraining(network: nn.Module, checkpoint_file: str, what: str, fixes: Union[str, Callable[[], str]],
+                     skip: Iterable[str] = (".seg_layers.",), accepted_methods: Optional[Iterable[str]] = None,
+                     user: str = "this network") -> List[str]:
+    """Find a pretraining checkpoint, else raise, then load it: :class:`PretrainedWeightsError` "No <what> at <file>.
+    Fix: <fixes>" when ``checkpoint_file`` does not exist, otherwise :func:`load_pretrained_networks` (the method,
+    key and shape checks). Used by the fine-tuning trainers and by pretraining stages that start from another
+    stage. Returns the loaded keys."""
+    require_checkpoint(checkpoint_file, what, fixes)
+    return load_pretrained_networks(network, checkpoint_file, skip=skip, accepted_methods=accepted_methods, user=user)
 
 
 class EncoderDecoder(nn.Module):

@@ -1,4 +1,4 @@
-"""Bidirectional copy-paste (BCP) pieces: Bai et al., "Bidirectional Copy-Paste for Semi-Supervised Medical Image
+"""Bidirectional copy-paste (BCP) mixing: Bai et al., "Bidirectional Copy-Paste for Semi-Supervised Medical Image
 Segmentation", CVPR 2023, Sec. 3.2-3.3 (tensors in, tensors out).
 
 * :func:`box_mask`: M of the patch shape, ones except a zero box of ``int(2/3 * size)`` voxels per axis at a random
@@ -8,17 +8,13 @@ Segmentation", CVPR 2023, Sec. 3.2-3.3 (tensors in, tensors out).
 * :func:`region_targets`: the mixed label map split into its two regions, each with an ignore value elsewhere, so
   that a loss restricted to one region weights it separately (Sec. 3.3: the pseudo-labeled region weighted by
   alpha);
-* :func:`largest_component_per_class`: the teacher's pseudo-label keeps the largest connected component per class
-  (Sec. 3.3 / reference code);
 * :func:`downsample_targets`: a full-resolution target at every deep-supervision scale (nearest-exact, as nnU-Net
   downsamples its own targets), so the mixed targets follow the box at every scale.
 """
 from typing import List, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 
 def box_mask(spatial_shape: Sequence[int], ratio: float = 2.0 / 3.0, device=None,
@@ -55,23 +51,6 @@ def region_targets(y_outer: torch.Tensor, y_inner: torch.Tensor, mask: torch.Ten
     inside = mask == 0
     ignore = torch.full_like(y_outer, ignore_value)
     return torch.where(inside, ignore, y_outer), torch.where(inside, y_inner, ignore)
-
-
-def largest_component_per_class(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Per image and foreground class, keep the largest connected component (full connectivity); removed voxels
-    become background 0. ``labels`` ``(B, 1, *spatial)`` integer-valued."""
-    out = labels.detach().cpu().numpy().copy()
-    structure = None
-    for b in range(out.shape[0]):
-        image = out[b, 0]
-        if structure is None:
-            structure = ndimage.generate_binary_structure(image.ndim, image.ndim)
-        for c in range(1, num_classes):
-            components, n = ndimage.label(image == c, structure)
-            if n > 1:
-                sizes = np.bincount(components.ravel())[1:]
-                image[(components > 0) & (components != 1 + int(np.argmax(sizes)))] = 0
-    return torch.from_numpy(out).to(labels.device)
 
 
 def downsample_targets(target: torch.Tensor, outputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
