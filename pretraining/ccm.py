@@ -62,7 +62,9 @@ class CCMPretrainer(Pretrainer):
         group.add_argument("--head-batch-norm", action="store_true",
                            help="BatchNorm1d between the projector's two linear layers (not in the paper): nnU-Net's "
                                 "InstanceNorm encoders give nearly parallel pooled features at initialisation "
-                                "(cosine >= 0.99), which holds L_con at chance ln(2N-1) until they spread")
+                                "(cosine >= 0.99), which holds L_con at chance ln(2N-1); measured on Hippocampus 2d, batch 32, "
+                                "1000 iterations: at chance throughout without it, 0.23 at the end with it; use it "
+                                "with nnU-Net's networks")
 
     @classmethod
     def kwargs_from_args(cls, args) -> dict:
