@@ -98,8 +98,7 @@ def _log_synthetic_epoch(trainer, epoch: int, with_end: bool = True) -> None:
     EMA pseudo Dice rises every epoch, so nnU-Net saves its 'best' checkpoint at every epoch end, as early in
     training (the worst case)."""
     local = trainer.logger.local_logger
-    n_classes = len(local.my_fantastic_logging["dice_per_class_or_region"][0]) if \
-        local.my_fantastic_logging["dice_per_class_or_region"] else len(trainer.label_manager.foreground_labels)
+    n_classes = len(trainer.label_manager.foreground_labels)
     values = {"epoch_start_timestamps": 10.0 * epoch, "epoch_end_timestamps": 10.0 * epoch + 9.0,
               "mean_fg_dice": 0.5 + 0.01 * epoch, "dice_per_class_or_region": [0.5 + 0.01 * epoch] * n_classes,
               "lrs": 0.01 * (1 - epoch / 1000) ** 0.9}

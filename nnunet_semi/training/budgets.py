@@ -48,3 +48,9 @@ def add_budget_variants(base: Type, gpu_epochs: Iterable[int] = GPU_EPOCHS,
     """Create the variants of ``base`` and register them in ``base``'s module; returns ``{name: class}``."""
     classes = [_budget_class(base, e) for e in gpu_epochs] + [_budget_class(base, e, i) for e, i in cpu_budgets]
     return {cls.__name__: cls for cls in classes}
+
+
+def add_family_variants(*bases: Type) -> Dict[str, Type]:
+    """``{name: class}`` of a trainer and its named variants (``bases``, e.g. ``_paper`` or ablation classes), each
+    with its budget variants (:func:`add_budget_variants`)."""
+    return {name: cls for base in bases for name, cls in {base.__name__: base, **add_budget_variants(base)}.items()}

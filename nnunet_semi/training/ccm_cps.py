@@ -17,7 +17,7 @@ same plans, configuration and fold, or the file named by ``nnUNet_semi_pretraine
 """
 import torch
 
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.cps import nnUNetTrainerCPS
 from nnunet_semi.training.pretrained_init import PretrainedInitialisation
 
@@ -36,6 +36,4 @@ class nnUNetTrainerCCMCPS_paper(nnUNetTrainerCCMCPS):
         self.cps_weight = 0.1
 
 
-CCMCPS_VARIANTS = {name: cls for base in (nnUNetTrainerCCMCPS, nnUNetTrainerCCMCPS_paper)
-                   for name, cls in {**({} if base is nnUNetTrainerCCMCPS else {base.__name__: base}),
-                                     **add_budget_variants(base)}.items()}
+CCMCPS_VARIANTS = add_family_variants(nnUNetTrainerCCMCPS, nnUNetTrainerCCMCPS_paper)

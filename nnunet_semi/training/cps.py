@@ -40,7 +40,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement
 from nnunet_semi.networks.dual import DualNetwork
 from nnunet_semi.networks.outputs import full_resolution, split_batch
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 
@@ -117,6 +117,4 @@ class nnUNetTrainerCPS_paper(nnUNetTrainerCPS):
         self.cps_weight = 0.1
 
 
-CPS_VARIANTS = {name: cls for base in (nnUNetTrainerCPS, nnUNetTrainerCPS_dice, nnUNetTrainerCPS_paper)
-                for name, cls in {**({} if base is nnUNetTrainerCPS else {base.__name__: base}),
-                                  **add_budget_variants(base)}.items()}
+CPS_VARIANTS = add_family_variants(nnUNetTrainerCPS, nnUNetTrainerCPS_dice, nnUNetTrainerCPS_paper)

@@ -45,7 +45,7 @@ from nnunet_semi.augmentation.weak_strong import (StrongIntensityConfig, apply_p
                                                   strong_intensity_transform)
 from nnunet_semi.losses.weak_strong import confident_pseudo_labels, weak_to_strong_loss
 from nnunet_semi.networks.outputs import full_resolution, split_batch
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 
@@ -143,6 +143,5 @@ class nnUNetTrainerFixMatch_noCutMix(nnUNetTrainerFixMatch):
         self.cutmix_probability = 0.0
 
 
-FIXMATCH_VARIANTS = {name: cls for base in (nnUNetTrainerFixMatch, nnUNetTrainerFixMatch_ce,
-                                            nnUNetTrainerFixMatch_dice, nnUNetTrainerFixMatch_noCutMix)
-                     for name, cls in {base.__name__: base, **add_budget_variants(base)}.items()}
+FIXMATCH_VARIANTS = add_family_variants(nnUNetTrainerFixMatch, nnUNetTrainerFixMatch_ce, nnUNetTrainerFixMatch_dice,
+                                        nnUNetTrainerFixMatch_noCutMix)

@@ -30,7 +30,7 @@ from nnunet_semi.losses.weak_strong import confident_pseudo_labels, weak_to_stro
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
 from nnunet_semi.networks.outputs import full_resolution, split_batch
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.fixmatch import nnUNetTrainerFixMatch
 
 
@@ -94,5 +94,4 @@ class nnUNetTrainerUniMatch_noFP(nnUNetTrainerUniMatch):
         self.image_weight = 1.0
 
 
-UNIMATCH_VARIANTS = {name: cls for base in (nnUNetTrainerUniMatch, nnUNetTrainerUniMatch_noFP)
-                     for name, cls in {base.__name__: base, **add_budget_variants(base)}.items()}
+UNIMATCH_VARIANTS = add_family_variants(nnUNetTrainerUniMatch, nnUNetTrainerUniMatch_noFP)
