@@ -9,7 +9,7 @@ etc. (:mod:`nnunet_semi.training.budgets`).
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import apply_run_environment
 
 
@@ -22,4 +22,4 @@ class nnUNetTrainerLabeledOnly(nnUNetTrainer):
         apply_run_environment(self.local_rank)
 
 
-LABELED_ONLY_VARIANTS = add_budget_variants(nnUNetTrainerLabeledOnly)
+LABELED_ONLY_VARIANTS = add_family_variants(nnUNetTrainerLabeledOnly)

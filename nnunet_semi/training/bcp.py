@@ -52,7 +52,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunet_semi.augmentation.copy_paste import box_mask, copy_paste, downsample_targets, region_targets
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.postprocessing import largest_component_per_class
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
 
 
@@ -162,4 +162,4 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
                               "self_training_stage": 1.0, "pseudo_label_foreground": foreground}
 
 
-BCP_VARIANTS = add_budget_variants(nnUNetTrainerBCP)
+BCP_VARIANTS = add_family_variants(nnUNetTrainerBCP)

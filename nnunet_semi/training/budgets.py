@@ -6,7 +6,9 @@
 
 The classes are created once, at import, as attributes of the trainer's own module, so they pickle and are found
 by name like hand-written classes. :func:`register_variant` is the one way a variant class is generated (budgets
-here, MMGL's ablations and Dice portfolios in ``training/mmgl.py``).
+here, MMGL's ablations and Dice portfolios in ``training/mmgl.py``); :func:`add_family_variants` is the one way a
+trainer module lists its classes for ``TRAINERS`` (the trainer, its hand-written or generated named variants, and
+each one's budget variants).
 """
 import sys
 from typing import Dict, Iterable, Tuple, Type

@@ -36,7 +36,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.losses.dtc import class_signed_distance_maps, dual_task_consistency
 from nnunet_semi.networks.feature_head import DecoderFeatureHead, sdf_head
 from nnunet_semi.networks.outputs import full_resolution, split_batch
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 
@@ -91,4 +91,4 @@ class nnUNetTrainerDTC(nnUNetTrainerSemiSupervised):
         return loss, loss, curves
 
 
-DTC_VARIANTS = add_budget_variants(nnUNetTrainerDTC)
+DTC_VARIANTS = add_family_variants(nnUNetTrainerDTC)

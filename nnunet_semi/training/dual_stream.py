@@ -52,7 +52,7 @@ from nnunet_semi.losses.dual_stream import (confident_disagreement_mask, disagre
 from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.schedules import confidence_threshold, contrastive_weight
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 ARCHITECTURES = "dynamic_network_architectures.architectures.unet."
@@ -195,10 +195,5 @@ class nnUNetTrainerDualStreamCL_noCon(nnUNetTrainerDualStreamCL):
         self.use_contrastive = False
 
 
-DUAL_STREAM_VARIANTS = {
-    **add_budget_variants(nnUNetTrainerDualStreamCL),
-    "nnUNetTrainerDualStreamCL_noReg": nnUNetTrainerDualStreamCL_noReg,
-    **add_budget_variants(nnUNetTrainerDualStreamCL_noReg),
-    "nnUNetTrainerDualStreamCL_noCon": nnUNetTrainerDualStreamCL_noCon,
-    **add_budget_variants(nnUNetTrainerDualStreamCL_noCon),
-}
+DUAL_STREAM_VARIANTS = add_family_variants(nnUNetTrainerDualStreamCL, nnUNetTrainerDualStreamCL_noReg,
+                                           nnUNetTrainerDualStreamCL_noCon)

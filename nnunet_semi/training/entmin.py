@@ -16,7 +16,7 @@ import torch
 
 from nnunet_semi.losses.consistency import mean_entropy
 from nnunet_semi.networks.outputs import full_resolution, split_batch
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 
@@ -49,4 +49,4 @@ class nnUNetTrainerEntMin(nnUNetTrainerSemiSupervised):
         return total, total, {"sup_losses": sup.item(), "entropy_losses": ent.item(), "entropy_weights": w}
 
 
-ENTMIN_VARIANTS = add_budget_variants(nnUNetTrainerEntMin)
+ENTMIN_VARIANTS = add_family_variants(nnUNetTrainerEntMin)

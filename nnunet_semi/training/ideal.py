@@ -33,7 +33,7 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_semi.networks.two_decoder import TwoDecoderNetwork, build_two_decoder_network
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.cps import nnUNetTrainerCPS
 from nnunet_semi.training.pretrained_init import PretrainedInitialisation
 
@@ -64,4 +64,4 @@ class nnUNetTrainerIDEAL(PretrainedInitialisation, nnUNetTrainerCPS):
                                          num_output_channels, enable_deep_supervision)
 
 
-IDEAL_VARIANTS = add_budget_variants(nnUNetTrainerIDEAL)
+IDEAL_VARIANTS = add_family_variants(nnUNetTrainerIDEAL)

@@ -40,7 +40,7 @@ from nnunet_semi.losses.cps import pseudo_label_agreement
 from nnunet_semi.losses.sharpening import mutual_consistency
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.networks.two_decoder import TwoDecoderNetwork, build_two_decoder_network
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 
@@ -91,4 +91,4 @@ class nnUNetTrainerMCNet(nnUNetTrainerSemiSupervised):
         return loss, 0.5 * loss, curves
 
 
-MCNET_VARIANTS = add_budget_variants(nnUNetTrainerMCNet)
+MCNET_VARIANTS = add_family_variants(nnUNetTrainerMCNet)

@@ -26,7 +26,7 @@ import torch
 from nnunet_semi.losses.consistency import softmax_mse
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.networks.teacher import gaussian_input_noise
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
 
 
@@ -69,6 +69,4 @@ class nnUNetTrainerMeanTeacher_evalTeacher(nnUNetTrainerMeanTeacher):
     evaluated_network = "teacher"
 
 
-MEAN_TEACHER_VARIANTS = {**add_budget_variants(nnUNetTrainerMeanTeacher),
-                         "nnUNetTrainerMeanTeacher_evalTeacher": nnUNetTrainerMeanTeacher_evalTeacher,
-                         **add_budget_variants(nnUNetTrainerMeanTeacher_evalTeacher)}
+MEAN_TEACHER_VARIANTS = add_family_variants(nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_evalTeacher)

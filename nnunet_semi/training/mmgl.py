@@ -33,7 +33,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from nnunet_semi.training.budgets import add_budget_variants, register_variant
+from nnunet_semi.training.budgets import add_family_variants, register_variant
 from nnunet_semi.training.pretrained_init import PretrainedInitialisation
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -125,6 +125,4 @@ _BASES += [_variant("noDS", dice_weights=(1,)), _variant("noLocal", use_local=Fa
            _variant("noPretrain", use_global=False, use_local=False),
            _variant("noPretrain_noDS", use_global=False, use_local=False, dice_weights=(1,))]
 
-MMGL_VARIANTS: Dict[str, type] = {cls.__name__: cls for cls in _BASES[1:]}
-for _base in _BASES:
-    MMGL_VARIANTS.update(add_budget_variants(_base))
+MMGL_VARIANTS: Dict[str, type] = add_family_variants(*_BASES)

@@ -63,7 +63,7 @@ from nnunet_semi.losses.local_contrastive import IGNORE, local_contrastive_loss
 from nnunet_semi.networks.contrastive_head import attach_contrastive_head, pop_contrastive_features
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.outputs import full_resolution, split_batch
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.pretrained_init import PretrainedInitialisation
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -270,12 +270,5 @@ class nnUNetTrainerPLContrastPI(PretrainedInitialisation, nnUNetTrainerPLContras
     pretrained_skip = (".seg_layers.", "contrastive_head.")
 
 
-PL_CONTRAST_VARIANTS = {
-    **add_budget_variants(nnUNetTrainerPLContrast),
-    "nnUNetTrainerPLContrast_intra": nnUNetTrainerPLContrast_intra,
-    **add_budget_variants(nnUNetTrainerPLContrast_intra),
-    "nnUNetTrainerPLContrast_plInSeg": nnUNetTrainerPLContrast_plInSeg,
-    **add_budget_variants(nnUNetTrainerPLContrast_plInSeg),
-    "nnUNetTrainerPLContrastPI": nnUNetTrainerPLContrastPI,
-    **add_budget_variants(nnUNetTrainerPLContrastPI),
-}
+PL_CONTRAST_VARIANTS = add_family_variants(nnUNetTrainerPLContrast, nnUNetTrainerPLContrast_intra,
+                                           nnUNetTrainerPLContrast_plInSeg, nnUNetTrainerPLContrastPI)

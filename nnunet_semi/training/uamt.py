@@ -29,7 +29,7 @@ from nnunet_semi.losses.consistency import predictive_entropy, uncertainty_maske
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.networks.teacher import gaussian_input_noise
 from nnunet_semi.schedules import uamt_threshold
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.mean_teacher import nnUNetTrainerMeanTeacher
 
 
@@ -79,4 +79,4 @@ class nnUNetTrainerUAMT(nnUNetTrainerMeanTeacher):
                               "certain_fraction": mask.mean().item()}
 
 
-UAMT_VARIANTS = add_budget_variants(nnUNetTrainerUAMT)
+UAMT_VARIANTS = add_family_variants(nnUNetTrainerUAMT)

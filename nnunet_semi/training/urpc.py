@@ -31,7 +31,7 @@ import torch
 
 from nnunet_semi.losses.urpc import uncertainty_rectified_pyramid_consistency, upsample_pyramid
 from nnunet_semi.networks.outputs import split_batch
-from nnunet_semi.training.budgets import add_budget_variants
+from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
 
@@ -78,4 +78,4 @@ class nnUNetTrainerURPC(nnUNetTrainerSemiSupervised):
         return loss, loss, curves
 
 
-URPC_VARIANTS = add_budget_variants(nnUNetTrainerURPC)
+URPC_VARIANTS = add_family_variants(nnUNetTrainerURPC)
