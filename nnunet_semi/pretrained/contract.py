@@ -38,6 +38,11 @@ NO_RECONSTRUCTION = "_noRec"
 NO_MULTI_VIEW = "_noMV"
 #: MMGL stage 2 from a random encoder (no global stage 1)
 NO_GLOBAL = "_noMG"
+#: the recorded method (``checkpoint['pretraining']['method']``, ``Pretrainer.method_name``) -> the
+#: ``nnunet_semi_pretrain -m`` option that writes it (what the errors tell a user to run; a test checks it against the
+#: pretraining registry, so that the library does not import the pretraining command to write a message)
+PRETRAIN_OPTIONS = {"CCM": "ccm", "Genesis": "genesis", "GlobalLocal": "globallocal", "IDEAL": "ideal",
+                    "MMGLGlobal": "mmgl_global", "MMGLLocal": "mmgl_local", "SimCLR": "simclr"}
 
 
 def mmgl_variant(multi_view: bool = True, use_global: bool = True) -> str:

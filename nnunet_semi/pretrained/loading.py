@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from nnunet_semi.networks.dual import unwrap
-from nnunet_semi.pretrained.contract import ANY_METHOD_ENV, PretrainedWeightsError, recorded_method, require_checkpoint
+from nnunet_semi.pretrained.contract import (ANY_METHOD_ENV, PRETRAIN_OPTIONS, PretrainedWeightsError, recorded_method,
+                                             require_checkpoint)
 
 
 def check_pretraining_method(checkpoint: dict, checkpoint_file: str, accepted: Iterable[str], user: str) -> str:
@@ -19,9 +20,7 @@ def check_pretraining_method(checkpoint: dict, checkpoint_file: str, accepted: I
     accepted = sorted(accepted)
     if recorded in accepted or os.environ.get(ANY_METHOD_ENV) == "1":
         return recorded
-    from pretraining.cli import PRETRAINERS  # the -m names that write the accepted methods
-
-    commands = " / ".join(f"-m {m}" for m, cls in sorted(PRETRAINERS.items()) if cls.method_name in accepted)
+    commands = " / ".join(f"-m {m}" for m in sorted(PRETRAIN_OPTIONS[a] for a in accepted if a in PRETRAIN_OPTIONS))
     origin = f"was written by {recorded} pretraining" if recorded else \
         "records no pretraining method (checkpoint['pretraining']['method']: not written by nnunet_semi_pretrain)"
     raise PretrainedWeightsError(

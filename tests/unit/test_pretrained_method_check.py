@@ -117,3 +117,16 @@ def test_documented_cross_loading_routes_load_without_the_override(tmp_path, mon
     trainer.initialize()
     assert torch.equal(trainer.network.state_dict()["encoder.stages.0.0.convs.0.conv.weight"],
                        weights["encoder.stages.0.0.convs.0.conv.weight"])
+
+
+def test_the_contract_names_the_command_of_every_pretraining_method_and_the_library_does_not_import_it():
+    import subprocess
+    import sys
+
+    from nnunet_semi.pretrained.contract import PRETRAIN_OPTIONS
+
+    assert PRETRAIN_OPTIONS == {cls.method_name: option for option, cls in PRETRAINERS.items()}
+    code = ("import sys, nnunet_semi.training; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pretraining'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # the trainers (library) never import the pretraining command
