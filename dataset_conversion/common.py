@@ -62,20 +62,20 @@ class ConversionError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 # basics
 # ----------------------------------------------------------------------------------------------------------------
-def _check_count(name: str, value, minimum: int = 0) -> int:
+def check_count(name: str, value, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConversionError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     return int(value)
 
 
-def _resolve_output_root(output_root: Optional[str]) -> str:
+def resolve_output_root(output_root: Optional[str]) -> str:
     root = output_root if output_root is not None else os.environ.get("nnUNet_raw")
     if not root:
         raise ConversionError("No output folder: pass output_root (-o) or set the nnUNet_raw environment variable.")
     return os.path.abspath(root)
 
 
-def _dataset_folders_with_id(root: str, dataset_id: int) -> List[str]:
+def dataset_folders_with_id(root: str, dataset_id: int) -> List[str]:
     if not os.path.isdir(root):
         return []
     prefix = f"Dataset{dataset_id:03d}_"
@@ -138,7 +138,7 @@ def select_labeled(patients: Sequence[str], num_labeled: Optional[int] = None, l
         raise ConversionError("Give exactly one of num_labeled (--labeled N) and labeled_ratio (--ratio R).")
     if not patients:
         raise ConversionError(f"The {what} is empty: there are no patients to label.")
-    n = (_check_count("num_labeled", num_labeled, 1) if num_labeled is not None
+    n = (check_count("num_labeled", num_labeled, 1) if num_labeled is not None
          else num_from_ratio(labeled_ratio, len(patients)))
     if n > len(patients):
         raise ConversionError(f"num_labeled = {n}, but the {what} has only {len(patients)} patients. Reduce the "
@@ -155,7 +155,7 @@ def split_pool(patients: Sequence[str], num_val: int, num_test: int, seed: int =
     """Seeded split of ``patients`` into (train, val, test): sorted ids permuted with ``RandomState(seed + 1)``
     (a different stream from :func:`select_labeled`), the first ``num_val`` are validation, the next ``num_test``
     test, the rest training. Each list is returned sorted."""
-    num_val, num_test = _check_count("num_val", num_val), _check_count("num_test", num_test)
+    num_val, num_test = check_count("num_val", num_val), check_count("num_test", num_test)
     ordered = sorted(patients)
     if num_val + num_test >= len(ordered):
         raise ConversionError(f"The {what} has {len(ordered)} patients, but num_val + num_test = {num_val} + "
@@ -169,7 +169,7 @@ def split_training_pool(train: Sequence[str], num_labeled: Optional[int], labele
     """A training pool (in the release's list order) -> (labeled, val, unlabeled), each sorted: ``num_val``
     validation cases are drawn first (:func:`split_pool`, ``RandomState(seed + 1)``), then the labeled cases of the
     rest (:func:`select_labeled`; ``selection='list'`` keeps the list order); the others are unlabeled."""
-    num_val = _check_count("num_val", num_val)
+    num_val = check_count("num_val", num_val)
     if num_val:
         rest, val, _ = split_pool(train, num_val, 0, seed, what=what)
         rest_set = set(rest)
@@ -412,7 +412,7 @@ class Job:
 
 
 def check_dataset_id(dataset_id) -> int:
-    dataset_id = _check_count("dataset_id", dataset_id, 1)
+    dataset_id = check_count("dataset_id", dataset_id, 1)
     if dataset_id > 999:
         raise ConversionError(f"dataset_id must be between 1 and 999 (nnU-Net uses three digits), got {dataset_id}.")
     return dataset_id
@@ -426,12 +426,12 @@ def prepare_target(output_root: Optional[str], dataset_id: int, name: str, overw
     target again when it renames its temporary folder into place."""
     dataset_id = check_dataset_id(dataset_id)
     dataset_name = f"Dataset{dataset_id:03d}_{name}"
-    out_root = _resolve_output_root(output_root)
+    out_root = resolve_output_root(output_root)
     target = os.path.join(out_root, dataset_name)
     if os.path.exists(target) and not overwrite:
         raise ConversionError(f"Output dataset folder already exists: {target}. Pass overwrite=True (--overwrite) "
                               f"to replace it or choose another dataset id.")
-    others = [d for d in _dataset_folders_with_id(out_root, dataset_id) if d != dataset_name]
+    others = [d for d in dataset_folders_with_id(out_root, dataset_id) if d != dataset_name]
     if others:
         raise ConversionError(f"Dataset id {dataset_id} is already used by {os.path.join(out_root, others[0])}; "
                               f"nnU-Net needs unique ids. Choose another dataset id or remove that folder.")

@@ -35,8 +35,8 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 # ConversionError and the constants are defined in .common and re-exported here (msd's public API).
-from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, _check_count,  # noqa: F401
-                     _dataset_folders_with_id, _resolve_output_root, case_jobs, check_compressed, check_dataset_id,
+from .common import (FILE_ENDING, SPLITS_FILE, UNLABELED_FOLDER, ConversionError, check_count,  # noqa: F401
+                     dataset_folders_with_id, resolve_output_root, case_jobs, check_compressed, check_dataset_id,
                      check_label_values, prepare_target, read_header, run_entry, source_folder, write_dataset)
 
 _TASK_RE = re.compile(r"^Task\d+_(.+)$")
@@ -211,17 +211,17 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
                               f"dataset.json format ('training', 'test', 'modality', 'labels').")
 
     dataset_id = check_dataset_id(dataset_id)
-    num_labeled = _check_count("num_labeled", num_labeled, 1)
-    num_val = _check_count("num_val", num_val)
-    num_test = _check_count("num_test", num_test)
+    num_labeled = check_count("num_labeled", num_labeled, 1)
+    num_val = check_count("num_val", num_val)
+    num_test = check_count("num_test", num_test)
     if num_unlabeled is not None:
-        num_unlabeled = _check_count("num_unlabeled", num_unlabeled)
+        num_unlabeled = check_count("num_unlabeled", num_unlabeled)
     seed = int(seed)
 
     task_name = os.path.basename(task_folder)
     m = _TASK_RE.match(task_name)
     name = m.group(1) if m else task_name
-    out_root = _resolve_output_root(output_root)  # no output folder at all: fail before reading the sources
+    out_root = resolve_output_root(output_root)  # no output folder at all: fail before reading the sources
 
     # ---- gather and check the source files (before anything is written) ----
     source_channels = {str(k): v for k, v in sorted(msd["modality"].items(), key=lambda kv: int(kv[0]))}
@@ -257,6 +257,9 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
                               + ". Restore the file from the MSD archive or remove its entry from dataset.json.")
 
     # ---- split ----
+    # Not common.split_pool: this stream (one RandomState(seed) for labeled, validation, test and then the unlabeled
+    # pool; test_seed for a paper's fixed test set) selects the cases of every committed MSD benchmark and of the test
+    # fixtures. split_pool draws validation first from RandomState(seed + 1), so using it would change those cases.
     requested = num_labeled + num_val + num_test
     if requested > len(pool):
         raise ConversionError(f"{djson_path} lists {len(pool)} labeled cases, but num_labeled + num_val + num_test = "
@@ -360,7 +363,7 @@ def _dataset_name_from(dataset_name_or_id: Union[str, int], roots: Sequence[str]
         did = int(s)
     except ValueError:
         raise ConversionError(f"{s!r} is neither a dataset name (DatasetXXX_Name) nor a dataset id.")
-    found = sorted({d for r in roots for d in _dataset_folders_with_id(r, did)})
+    found = sorted({d for r in roots for d in dataset_folders_with_id(r, did)})
     if len(found) != 1:
         raise ConversionError(f"Dataset id {did}: expected exactly one Dataset{did:03d}_* folder in {list(roots)}, "
                               f"found {found}. Pass the full dataset name instead.")
