@@ -38,6 +38,7 @@ setup(
             "nnunet_semi_metrics=dataset_conversion.metrics:metrics_entry",
             "nnunet_semi_demo=nnunet_semi.demo:demo_entry",
             "nnunet_semi_pretrain=pretraining.cli:pretrain_entry",
+            "nnunet_semi_pair_pretrained=nnunet_semi.pretrained.pairing:pair_entry",
             "nnunet_semi_self_training=nnunet_semi.self_training:self_training_entry",
         ]
     },

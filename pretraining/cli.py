@@ -23,6 +23,14 @@ deeply supervised fine-tuning); SimCLR ("Global" baseline) is ``-m simclr``::
     nnunet_semi_pretrain -d 27 -c 2d -m mmgl_local
     nnUNetv2_train 27 2d 0 -tr nnUNetTrainerMMGL
 
+The CCM paper's baselines "CPS + SimCLR" / "CPS + Models Genesis": two runs of one single-network method (the
+second beside the first: ``--tag``), paired for CPS's two networks (``nnunet_semi_pair_pretrained``)::
+
+    nnunet_semi_pretrain -d 27 -c 2d -m simclr --seed 0 --tag seed0
+    nnunet_semi_pretrain -d 27 -c 2d -m simclr --seed 1 --tag seed1
+    nnunet_semi_pair_pretrained <SimCLRPretrain_seed0 checkpoint> <SimCLRPretrain_seed1 checkpoint>
+    nnUNetv2_train 27 2d 0 -tr nnUNetTrainerSimCLRCPS
+
 Models Genesis (restoration of transformed patches; fine-tune with nnU-Net's own -pretrained_weights)::
 
     nnunet_semi_pretrain -d 27 -c 3d_fullres -m genesis
@@ -78,6 +86,10 @@ def build_parser(method: Optional[str] = None) -> argparse.ArgumentParser:
                         help="Adam learning rate, cosine annealed (default: the method's: ideal 1e-5 (paper), the "
                              "others 1e-3)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--tag", default=None,
+                        help="suffix of the output folder (<Method>Pretrain<variant>_<tag>__...): a second run of the "
+                             "same method (e.g. --seed 1 --tag seed1) beside the first, e.g. to pair two with "
+                             "nnunet_semi_pair_pretrained")
     parser.add_argument("--c", action="store_true", help="continue an interrupted pretraining")
     if method in PRETRAINERS:
         PRETRAINERS[method].add_arguments(parser.add_argument_group(f"{method} options"))
@@ -106,7 +118,8 @@ def pretrain_entry(argv: Optional[List[str]] = None):
     pretrainer = create_pretrainer(args.m, args.d, args.c, fold=args.f, plans_identifier=args.p, device=device,
                                    num_epochs=args.epochs, batch_size=args.batch_size,
                                    iterations_per_epoch=args.iters_per_epoch,
-                                   seed=args.seed if args.seed is not None else _env_seed(), **method_kwargs)
+                                   seed=args.seed if args.seed is not None else _env_seed(), tag=args.tag,
+                                   **method_kwargs)
     print(pretrainer.run(continue_training=args.c))
 
 

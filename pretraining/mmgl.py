@@ -276,7 +276,9 @@ class MMGLLocalPretrainer(_MMGLBase):
             load_pretraining(network, path, "MMGL stage-1 checkpoint", f"run {command} first, or pass --init-from "
                              f"<checkpoint>, or --no-global (ablation: random encoder)",
                              skip=("decoder.",),  # stage 1 trained the encoder only
-                             accepted_methods=(MMGLGlobalPretrainer.method_name,), user="mmgl_local")
+                             # SimCLR = stage 1 on one scale and view: SemiContrast's stage 1 (MMGL Table 1)
+                             accepted_methods=(MMGLGlobalPretrainer.method_name, SimCLRPretrainer.method_name),
+                             user="mmgl_local")
             if self.rank == 0:
                 print(f"Encoder initialised from stage 1: {path}")
         return MultiScaleLocalModel(network, self.stages, self.projection_dim)

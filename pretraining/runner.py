@@ -63,7 +63,7 @@ class Pretrainer:
     def __init__(self, dataset_name_or_id, configuration: str, fold="0", plans_identifier: str = "nnUNetPlans",
                  device: torch.device = torch.device("cpu"), num_epochs: int = 400, batch_size: Optional[int] = None,
                  iterations_per_epoch: Optional[int] = None, learning_rate: float = 1e-3, weight_decay: float = 0.0,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, tag: Optional[str] = None):
         self.dataset_name = str(maybe_convert_to_dataset_name(dataset_name_or_id))  # may be a numpy str
         self.preprocessed_base = join(nnUNet_preprocessed.require(), self.dataset_name)
         plans_file = join(self.preprocessed_base, plans_identifier + ".json")
@@ -86,6 +86,8 @@ class Pretrainer:
         self.iterations_per_epoch = iterations_per_epoch  # None -> one pass over the images (see run)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.tag_suffix = contract.tag_suffix(tag)  # --tag: a second run of the same method in a folder of its own
+        self.seed = seed
         if seed is not None:
             random.seed(seed + self.rank)
             np.random.seed(seed + self.rank)
@@ -177,7 +179,8 @@ class Pretrainer:
     @property
     def output_folder(self) -> str:
         return contract.output_folder(self.dataset_name, self.method_name, self.plans_manager.plans_name,
-                                      self.configuration_name, self.fold, self.variant_suffix())
+                                      self.configuration_name, self.fold,
+                                      self.variant_suffix() + self.tag_suffix)
 
     # ------------------------------------------------------------------ loop
     def _loader(self, per_rank_batch: int):
@@ -210,7 +213,7 @@ class Pretrainer:
             contract.PROVENANCE_KEY: contract.provenance(
                 self.method_name, self.dataset_name, self.plans_manager.plans_name, self.configuration_name,
                 self.fold, num_epochs=self.num_epochs, learning_rate=self.learning_rate,
-                weight_decay=self.weight_decay, **self.hyperparameters()),
+                weight_decay=self.weight_decay, seed=self.seed, **self.hyperparameters()),
         }
         atomic_save(checkpoint, filename)
 

@@ -43,6 +43,19 @@ NO_GLOBAL = "_noMG"
 #: pretraining registry, so that the library does not import the pretraining command to write a message)
 PRETRAIN_OPTIONS = {"CCM": "ccm", "Genesis": "genesis", "GlobalLocal": "globallocal", "IDEAL": "ideal",
                     "MMGLGlobal": "mmgl_global", "MMGLLocal": "mmgl_local", "SimCLR": "simclr"}
+#: two single-network pretrainings paired into the two networks of CPS (``nnunet_semi_pair_pretrained``)
+PAIR = "_pair"
+
+
+def tag_suffix(tag: Optional[str]) -> str:
+    """The folder suffix of ``nnunet_semi_pretrain --tag <tag>`` (e.g. ``_seed1``: a second run of the same method
+    that must not overwrite the first); empty without a tag."""
+    if not tag:
+        return ""
+    if not all(c.isalnum() or c in "-." for c in tag):
+        raise ValueError(f"--tag {tag!r}: use letters, digits, '-' and '.' only (it becomes part of a folder name, "
+                         f"after '_')")
+    return f"_{tag}"
 
 
 def mmgl_variant(multi_view: bool = True, use_global: bool = True) -> str:

@@ -29,7 +29,9 @@ def check_pretraining_method(checkpoint: dict, checkpoint_file: str, accepted: I
         f"and shapes are still checked).")
 
 
-def _read_checkpoint(checkpoint_file: str, weights_only: bool, user: str) -> dict:
+def read_checkpoint(checkpoint_file: str, weights_only: bool, user: str) -> dict:
+    """``torch.load`` onto the CPU, with :class:`PretrainedWeightsError` for a missing file and, with
+    ``weights_only``, for a file that is not a pretraining checkpoint (``user`` names the reader in the message)."""
     try:
         return torch.load(checkpoint_file, map_location="cpu", weights_only=weights_only)
     except FileNotFoundError:
@@ -60,7 +62,7 @@ def load_pretrained_networks(network: nn.Module, checkpoint_file: str, skip: Ite
     it in the messages). Returns the loaded keys.
     """
     if checkpoint is None:
-        checkpoint = _read_checkpoint(checkpoint_file, weights_only, user)
+        checkpoint = read_checkpoint(checkpoint_file, weights_only, user)
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise PretrainedWeightsError(f"{checkpoint_file} has no 'network_weights' entry: it is not a checkpoint "
                                      f"written by nnunet_semi_pretrain or nnU-Net")
@@ -130,7 +132,7 @@ def load_into_planned_networks(network: nn.Module, checkpoint_file: str, skip: I
 
     Returns ``({part: tensors loaded}, {part: why it kept its initialisation})``; raises
     :class:`PretrainedWeightsError` (the first part's mismatch) when it fits none."""
-    checkpoint = _read_checkpoint(checkpoint_file, False, "-pretrained_weights")  # read once for every part
+    checkpoint = read_checkpoint(checkpoint_file, False, "-pretrained_weights")  # read once for every part
     try:
         return {"network": len(load_pretrained_networks(network, checkpoint_file, skip, checkpoint=checkpoint))}, {}
     except PretrainedWeightsError as whole:

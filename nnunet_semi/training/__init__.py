@@ -15,6 +15,7 @@ from nnunet_semi.training.ideal import IDEAL_VARIANTS, nnUNetTrainerIDEAL
 from nnunet_semi.training.mcnet import MCNET_VARIANTS, nnUNetTrainerMCNet
 from nnunet_semi.training.mean_teacher import MEAN_TEACHER_VARIANTS, nnUNetTrainerMeanTeacher
 from nnunet_semi.training.mmgl import MMGL_VARIANTS, nnUNetTrainerMMGL
+from nnunet_semi.training.paired_cps import PAIRED_CPS_VARIANTS
 from nnunet_semi.training.pl_contrast import PL_CONTRAST_VARIANTS, nnUNetTrainerPLContrast
 from nnunet_semi.training.pretrained_weights import install as _install_pretrained_weights_hook
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -30,6 +31,8 @@ TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY
             "nnUNetTrainerDualStreamCL": nnUNetTrainerDualStreamCL, **DUAL_STREAM_VARIANTS,
             "nnUNetTrainerPLContrast": nnUNetTrainerPLContrast, **PL_CONTRAST_VARIANTS,
             "nnUNetTrainerMMGL": nnUNetTrainerMMGL, **MMGL_VARIANTS,
+            # the CCM paper's baselines: CPS from two single-network pretrainings
+            **PAIRED_CPS_VARIANTS,
             # the comparison methods
             "nnUNetTrainerMeanTeacher": nnUNetTrainerMeanTeacher, **MEAN_TEACHER_VARIANTS,
             "nnUNetTrainerUAMT": nnUNetTrainerUAMT, **UAMT_VARIANTS,

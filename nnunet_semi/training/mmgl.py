@@ -24,6 +24,13 @@ from a random encoder: ``--no-global``), and the cumulative ladder of Fig. 3: ``
 pretrained variant finds the pretraining of its ablation by folder name (e.g. ``MMGLLocalPretrain_noMV__...``) or
 the file named by ``nnUNet_semi_pretrained``.
 
+Table 1's "SemiContrast" baseline (Hu et al. 2021: global contrast, then label-guided local contrast, one scale,
+one view) is ``nnUNetTrainerMMGL_SemiContrast``, after::
+
+    nnunet_semi_pretrain -d 27 -c 2d -m simclr
+    nnunet_semi_pretrain -d 27 -c 2d -m mmgl_local --no-multi-view --scale-weights 1 --tag semicontrast \
+        --init-from $nnUNet_results/<Dataset>/SimCLRPretrain__<plans>__2d/fold_0/checkpoint_final.pth
+
 Where our setting differs from the paper: optimisation, augmentation, patch sampling, validation and inference are
 nnU-Net's (SGD + poly schedule, its 2D augmentation; the paper's optimiser is not given); the network is the planned
 2D U-Net. The fine-tuning uses labeled data only (no unlabeled stream).
@@ -33,6 +40,7 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
+from nnunet_semi.pretrained import contract
 from nnunet_semi.training.budgets import add_family_variants, register_variant
 from nnunet_semi.training.pretrained_init import PretrainedInitialisation
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -124,5 +132,14 @@ _BASES += [_variant("noDS", dice_weights=(1,)), _variant("noLocal", use_local=Fa
            _variant("noMV_noLocal", multi_view=False, use_local=False),
            _variant("noPretrain", use_global=False, use_local=False),
            _variant("noPretrain_noDS", use_global=False, use_local=False, dice_weights=(1,))]
+#: MMGL Table 1's "SemiContrast" (Hu et al. 2021): SimCLR (one scale, one view), then the supervised local contrast
+#: on the full-resolution decoder stage from it, then fine-tuning of the full-resolution output (Dice, as MMGL's
+#: stage 3 without deep supervision: the same fine-tuning for every pretraining compared). Its stage 2 is tagged so
+#: that it does not overwrite MMGL's transaxial-only ablation (_noMV).
+SEMICONTRAST_TAG = "semicontrast"
+_BASES += [_variant("SemiContrast", multi_view=False, dice_weights=(1,),
+                    pretraining_variant=contract.NO_MULTI_VIEW + contract.tag_suffix(SEMICONTRAST_TAG),
+                    pretraining_command=f"simclr, then nnunet_semi_pretrain ... -m mmgl_local --no-multi-view "
+                                        f"--scale-weights 1 --init-from <SimCLR checkpoint> --tag {SEMICONTRAST_TAG}")]
 
 MMGL_VARIANTS: Dict[str, type] = add_family_variants(*_BASES)

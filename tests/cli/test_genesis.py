@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from batchgenerators.utilities.file_and_folder_operations import join
+from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
 
@@ -66,3 +66,37 @@ def test_nnunet_pretrained_weights_loads_genesis(hippocampus_nnunet, genesis_che
     for key, value in network.items():
         if key not in heads:
             assert torch.equal(value, pretrained[key]), key
+
+
+def test_cps_from_two_genesis_pretrainings(hippocampus_nnunet, genesis_checkpoint, monkeypatch):
+    """CCM Table 1's "CPS + Models Genesis": a second pretraining (--seed 1 --tag seed1) beside the first, the two
+    paired by the command, and nnUNetTrainerGenesisCPS finds the pair by convention; network a starts from the first
+    pretraining, network b from the second, the segmentation heads anew."""
+    env = train_env(hippocampus_nnunet["env"])
+    proc = run([nnunet_bin("nnunet_semi_pretrain"), "-d", HIPPO_ID, "-c", "2d", "-p", SMALL_PLANS, "-m", "genesis",
+                "-device", "cpu", "--epochs", 1, "--iters-per-epoch", 2, "--batch-size", 8, "--seed", 1, "--tag",
+                "seed1"], env)
+    second = proc.stdout.strip().splitlines()[-1]
+    assert second.endswith(join(f"GenesisPretrain_seed1__{SMALL_PLANS}__2d", "fold_0", "checkpoint_final.pth"))
+    assert torch.load(second, weights_only=True)["pretraining"]["seed"] == 1
+    pair = run([nnunet_bin("nnunet_semi_pair_pretrained"), genesis_checkpoint, second], env).stdout.strip()
+    assert pair.endswith(join(f"GenesisPretrain_pair__{SMALL_PLANS}__2d", "fold_0", "checkpoint_final.pth"))
+
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, hippocampus_nnunet["env"][var])
+    monkeypatch.delenv("nnUNet_semi_pretrained", raising=False)
+    from nnunet_semi.training.paired_cps import nnUNetTrainerGenesisCPS
+
+    pre = join(hippocampus_nnunet["env"]["nnUNet_preprocessed"], hippocampus_nnunet["dataset"])
+    plans = {**load_json(join(pre, SMALL_PLANS + ".json")), "continue_training": False}  # nnU-Net 2.8 pops it
+    trainer = nnUNetTrainerGenesisCPS(plans, "2d", 0, load_json(join(pre, "dataset.json")), device=torch.device("cpu"))
+    assert trainer.pretrained_checkpoint() == pair
+    trainer.initialize()
+    state = trainer.network.state_dict()
+    for member, path in (("net_a", genesis_checkpoint), ("net_b", second)):
+        pretrained = torch.load(path, map_location="cpu", weights_only=True)["network_weights"]
+        for key, value in pretrained.items():
+            if ".seg_layers." in key:  # one restored channel; the trainer's heads are 3-class and new
+                assert state[f"{member}.{key}"].shape[0] == 3 and value.shape[0] == 1
+            else:
+                assert torch.equal(state[f"{member}.{key}"], value), (member, key)

@@ -155,3 +155,30 @@ def test_simclr_is_stage1_on_the_last_stage_and_main_view(hippocampus_nnunet, mo
     assert isinstance(dataset, MultiViewDataset) and len(dataset.source.identifiers) > 40  # labeled + unlabeled
     assert sorted(dataset.identifiers) == sorted(f"{v}|{i}" for v in ("transaxial", "coronal", "sagittal")
                                                  for i in dataset.source.identifiers)
+
+
+def test_semicontrast_route(hippocampus_nnunet, monkeypatch, tmp_path):
+    """MMGL Table 1's "SemiContrast": stage 2 on one scale and view from a SimCLR checkpoint (accepted as stage 1),
+    tagged beside MMGL's _noMV; nnUNetTrainerMMGL_SemiContrast finds it and fine-tunes the full-resolution output."""
+    _set_paths(hippocampus_nnunet, monkeypatch)
+    from nnunet_semi.training import TRAINERS
+    from pretraining.mmgl import MMGLLocalPretrainer, SimCLRPretrainer
+
+    simclr = SimCLRPretrainer(HIPPO_ID, "2d", plans_identifier=SMALL_PLANS, seed=0)
+    simclr.model = simclr.build_model()
+    path = str(tmp_path / "simclr.pth")
+    torch.save({"network_weights": simclr.network_weights(), "pretraining": {"method": "SimCLR"}}, path)
+    local = MMGLLocalPretrainer(HIPPO_ID, "2d", plans_identifier=SMALL_PLANS, seed=0, multi_view=False,
+                                scale_weights=(1.0,), init_checkpoint=path, tag="semicontrast")
+    assert f"MMGLLocalPretrain_noMV_semicontrast__{SMALL_PLANS}__2d" in local.output_folder
+    n_decoder = len(local.configuration_manager.network_arch_init_kwargs["features_per_stage"]) - 1
+    assert local.stages == [n_decoder - 1]  # the full-resolution decoder stage only
+    model = local.build_model()
+    encoder = {k: v for k, v in simclr.network_weights().items()}
+    state = model.state_dict()
+    for key, value in encoder.items():
+        assert torch.equal(state[f"network.{key}"], value), key
+    trainer = object.__new__(TRAINERS["nnUNetTrainerMMGL_SemiContrast"])
+    assert trainer.pretraining_method == "MMGLLocal" and trainer.pretraining_variant == "_noMV_semicontrast"
+    assert tuple(trainer.dice_weights) == (1,) and trainer.multi_view is False
+    assert "--scale-weights 1" in trainer.pretraining_command and "--tag semicontrast" in trainer.pretraining_command
