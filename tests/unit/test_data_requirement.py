@@ -48,10 +48,10 @@ def test_missing_data_skips_one_line_per_module_outside_ci_and_fails_on_ci(tmp_p
     assert skipped.returncode == 0, skipped.stdout[-3000:]
     lines = [line for line in skipped.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(lines) == 2, skipped.stdout[-3000:]
-    for line, module, count in zip(lines, ("tests/cli/test_ccm.py", "tests/cli/test_genesis.py"), (6, 2)):
+    for line, module, count in zip(lines, ("tests/cli/test_ccm.py", "tests/cli/test_genesis.py"), (6, 3)):
         assert re.match(rf"SKIPPED \[{count}\] tests/conftest\.py:\d+: {re.escape(module)} needs real test data "
                         rf"hippocampus/Task04_Hippocampus under {re.escape(str(tmp_path / 'empty'))}", line), line
-    assert re.search(r"\b8 skipped\b", skipped.stdout)
+    assert re.search(r"\b9 skipped\b", skipped.stdout)
     failed = _pytest(tmp_path, ci="true")
-    assert failed.returncode == 1 and re.search(r"\b8 (failed|errors?)\b", failed.stdout), failed.stdout[-3000:]
+    assert failed.returncode == 1 and re.search(r"\b9 (failed|errors?)\b", failed.stdout), failed.stdout[-3000:]
     assert "CI is set, so this fails" in failed.stdout and "skipped" not in failed.stdout.splitlines()[-1]
