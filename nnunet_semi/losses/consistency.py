@@ -7,11 +7,15 @@
   (3/4 + 1/4 e^{-5 (1 - t/t_max)^2}) ln C (:func:`nnunet_semi.schedules.uamt_threshold`) and the masked consistency
   L_c = sum_v I(u_v < H) ||f'_v - f_v||^2 / sum_v I(u_v < H) (:func:`uncertainty_masked_mse`; as in the reference
   code the squared difference is averaged over the C classes too);
-* entropy minimisation (Grandvalet & Bengio 2005; listed by Chaitanya et al. 2023): :func:`mean_entropy`.
+* entropy minimisation (Grandvalet & Bengio 2005; listed by Chaitanya et al. 2023): :func:`mean_entropy`;
+* :func:`teacher_consistency`: the Mean Teacher cost by name, the paper's softmax MSE or (not the paper's) soft Dice
+  against the teacher's argmax.
 """
 import math
 
 import torch
+
+from nnunet_semi.losses.weak_strong import masked_soft_dice
 
 
 EPS = 1e-6
@@ -31,6 +35,20 @@ def softmax_mse(student_logits: torch.Tensor, teacher_probs: torch.Tensor, reduc
                          f"differ")
     diff = (torch.softmax(student_logits.float(), 1) - teacher_probs.detach().float()) ** 2
     return diff.mean() if reduction == "mean" else diff
+
+
+def teacher_consistency(student_logits: torch.Tensor, teacher_probs: torch.Tensor, kind: str = "mse"
+                        ) -> torch.Tensor:
+    """``'mse'``: :func:`softmax_mse` (Sec. 2 of the Mean Teacher paper); ``'dice'``: soft Dice of
+    softmax(student_logits) against argmax(teacher_probs) over the whole batch, every voxel and class counted
+    (:func:`~nnunet_semi.losses.weak_strong.masked_soft_dice` with an all-ones mask; the teacher side carries no
+    gradient)."""
+    if kind == "mse":
+        return softmax_mse(student_logits, teacher_probs)
+    if kind == "dice":
+        labels = teacher_probs.detach().argmax(1)
+        return masked_soft_dice(student_logits, labels, torch.ones_like(labels, dtype=torch.bool))
+    raise ValueError(f"unknown Mean Teacher consistency {kind!r}; expected 'mse' or 'dice'")
 
 
 def entropy_map(probs: torch.Tensor) -> torch.Tensor:

@@ -18,12 +18,18 @@ Defaults follow the SSL4MIS medical-imaging reference implementation of the meth
 Where nnU-Net's setting differs: L_sup is nnU-Net's Dice + CE with deep supervision; the consistency uses the
 full-resolution outputs; optimisation is nnU-Net's SGD / poly schedule (student only).
 
+``consistency_loss = 'dice'`` (``nnUNetTrainerMeanTeacher_dice``; not the paper's) replaces the softmax MSE by
+soft Dice of the student's softmax against the teacher's argmax over the whole unlabeled batch, weight 1 (ramped as
+above): the form of the unlabeled term that took CPS from +2.0 to +7.2 and FixMatch from +3.0 to +6.9 Dice points
+over labeled-only nnU-Net on ``hippocampus5-cpu``. With the paper's MSE the consistency there stays at 1e-3 x 0.1
+(the teacher and student softmax agree almost everywhere: background) and Mean Teacher does not gain.
+
 Inference (validation, ``nnUNetv2_predict``): the student, as in the SSL4MIS / UA-MT / BCP evaluations of this
 baseline; ``nnUNetTrainerMeanTeacher_evalTeacher`` evaluates the EMA teacher instead (both are in the checkpoint).
 """
 import torch
 
-from nnunet_semi.losses.consistency import softmax_mse
+from nnunet_semi.losses.consistency import teacher_consistency
 from nnunet_semi.networks.outputs import full_resolution, split_batch
 from nnunet_semi.networks.teacher import gaussian_input_noise
 from nnunet_semi.training.budgets import add_family_variants
@@ -43,6 +49,8 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerEMATeacherBase):
         self.noise_std = 0.1
         self.noise_clip = 0.2
         self.consistency_on_labeled = False
+        #: 'mse' (the paper's softmax MSE) or 'dice' (soft Dice against the teacher's argmax, see the module docstring)
+        self.consistency_loss = "mse"
 
     def teacher_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """softmax of the teacher's full-resolution output for ``x + eta``."""
@@ -55,10 +63,9 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerEMATeacherBase):
         out = self.network(x)
         out_l, out_u = split_batch(out, n_labeled)
         sup = self.loss(out_l, target)
-        if self.consistency_on_labeled:
-            cons = softmax_mse(full_resolution(out), self.teacher_probabilities(x))
-        else:
-            cons = softmax_mse(full_resolution(out_u), self.teacher_probabilities(data_unlabeled))
+        student, inputs = (full_resolution(out), x) if self.consistency_on_labeled else \
+            (full_resolution(out_u), data_unlabeled)
+        cons = teacher_consistency(student, self.teacher_probabilities(inputs), self.consistency_loss)
         w = self.current_consistency_weight()
         total = sup + w * cons
         return total, total, {"sup_losses": sup.item(), "consistency_losses": cons.item(), "consistency_weights": w}
@@ -69,4 +76,18 @@ class nnUNetTrainerMeanTeacher_evalTeacher(nnUNetTrainerMeanTeacher):
     evaluated_network = "teacher"
 
 
-MEAN_TEACHER_VARIANTS = add_family_variants(nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_evalTeacher)
+class nnUNetTrainerMeanTeacher_dice(nnUNetTrainerMeanTeacher):
+    """Mean Teacher with soft Dice against the teacher's argmax as its consistency, weight 1 (not the paper's)."""
+
+    extra_curves = {**nnUNetTrainerMeanTeacher.extra_curves,
+                    "consistency_losses": "consistency (soft Dice vs teacher argmax)"}
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.consistency_loss = "dice"
+        self.consistency_weight = 1.0
+
+
+MEAN_TEACHER_VARIANTS = add_family_variants(nnUNetTrainerMeanTeacher, nnUNetTrainerMeanTeacher_evalTeacher,
+                                            nnUNetTrainerMeanTeacher_dice)

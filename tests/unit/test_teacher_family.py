@@ -9,7 +9,7 @@ from torch import nn
 
 from nnunet_semi.augmentation.copy_paste import box_mask, copy_paste, downsample_targets, region_targets
 from nnunet_semi.losses.consistency import (entropy_map, mean_entropy, predictive_entropy, softmax_mse,
-                                            uncertainty_masked_mse)
+                                            teacher_consistency, uncertainty_masked_mse)
 from nnunet_semi.networks.teacher import MeanTeacherNetwork, channel_dropout, ema_decay, ema_update, \
     gaussian_input_noise
 from nnunet_semi.postprocessing import largest_component_per_class
@@ -263,6 +263,57 @@ def test_mean_teacher_step_equals_recomputation(make_trainer, ndim):
     assert curves["sup_losses"] == pytest.approx(expected_sup.item(), rel=1e-5)
     assert loss.item() == pytest.approx(expected_sup.item() + weight * expected_cons.item(), rel=1e-5)
     assert torch.equal(loss, logged)
+
+
+def _numpy_soft_dice_vs_argmax(student_logits: np.ndarray, teacher_probs: np.ndarray, smooth: float = 1e-5) -> float:
+    """1 - mean over classes of (2 sum p y + s) / (sum p + sum y + s), sums over batch and voxels, y one-hot of the
+    teacher's argmax: written from the formula, with NumPy."""
+    e = np.exp(student_logits - student_logits.max(1, keepdims=True))
+    p = e / e.sum(1, keepdims=True)
+    labels = teacher_probs.argmax(1)
+    dices = []
+    for c in range(p.shape[1]):
+        y = (labels == c).astype(np.float64)
+        dices.append((2 * (p[:, c] * y).sum() + smooth) / (p[:, c].sum() + y.sum() + smooth))
+    return 1 - float(np.mean(dices))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (2, 3, 3, 4, 5)])
+def test_teacher_consistency_forms_equal_numpy(shape):
+    g = torch.Generator().manual_seed(3)
+    student = torch.randn(*shape, generator=g, dtype=torch.float64)
+    teacher = torch.softmax(torch.randn(*shape, generator=g, dtype=torch.float64) * 3, 1)
+    assert teacher_consistency(student, teacher, "mse").item() == pytest.approx(softmax_mse(student, teacher).item())
+    dice = teacher_consistency(student, teacher, "dice")
+    assert dice.item() == pytest.approx(_numpy_soft_dice_vs_argmax(student.numpy(), teacher.numpy()), rel=1e-6)
+    assert 0 < dice.item() < 1
+    sure = torch.nn.functional.one_hot(teacher.argmax(1), 3).movedim(-1, 1).double() * 40.0  # student = argmax
+    assert teacher_consistency(sure, teacher, "dice").item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="'ce'"):
+        teacher_consistency(student, teacher, "ce")
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_mean_teacher_dice_step_equals_recomputation(make_trainer, ndim):
+    trainer = make_trainer("nnUNetTrainerMeanTeacher_dice", ndim)
+    assert (trainer.consistency_loss, trainer.consistency_weight) == ("dice", 1.0)
+    assert make_trainer("nnUNetTrainerMeanTeacher", ndim).consistency_loss == "mse"  # the paper's stays the default
+    x, target, xu = _batch(trainer)
+    trainer.current_epoch, trainer.step_in_epoch = 0, 3  # progress 3/20, ramp-up over 0.4 -> t = 0.375
+    torch.manual_seed(5)
+    loss, _, curves = trainer.compute_losses(x, target, xu)
+    weight = 1.0 * math.exp(-5 * (1 - 0.375) ** 2)
+    assert curves["consistency_weights"] == pytest.approx(weight)
+    net = trainer.mean_teacher
+    torch.manual_seed(5)
+    with torch.no_grad():
+        student = net.student(torch.cat((x, xu)))
+        noise = torch.clamp(torch.randn_like(xu) * 0.1, -0.2, 0.2)
+        p_t = torch.softmax(net.teacher(xu + noise)[0], 1)
+    expected_cons = _numpy_soft_dice_vs_argmax(student[0][4:].double().numpy(), p_t.double().numpy())
+    assert curves["consistency_losses"] == pytest.approx(expected_cons, rel=1e-4)
+    expected_sup = trainer.loss([s[:4] for s in student], target).item()
+    assert loss.item() == pytest.approx(expected_sup + weight * expected_cons, rel=1e-4)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
