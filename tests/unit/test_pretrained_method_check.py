@@ -126,7 +126,7 @@ def test_the_contract_names_the_command_of_every_pretraining_method_and_the_libr
     from nnunet_semi.pretrained.contract import PRETRAIN_OPTIONS
 
     assert PRETRAIN_OPTIONS == {cls.method_name: option for option, cls in PRETRAINERS.items()}
-    code = ("import sys, nnunet_semi.training; "
+    code = ("import sys, nnunet_semi.training, nnunet_semi.pretrained.pairing; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pretraining'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"  # the trainers (library) never import the pretraining command
