@@ -293,6 +293,21 @@ for method in sys.argv[2:]:
                     "--iters-per-epoch", "1", "--batch-size", "4"])
 """ % HIPPO_ID
 
+# the CPS baselines from two single-network pretrainings: a second run of SimCLR and of Models Genesis (--seed 1
+# --tag seed1, beside PRETRAIN_ALL's), each paired with the first where the paired-CPS trainers look
+PAIR_SECOND_RUNS = """
+import os, sys
+from pretraining.cli import pretrain_entry
+from nnunet_semi.pretrained.pairing import pair_checkpoints
+plans, dataset = sys.argv[1:3]
+for method, name in (("simclr", "SimCLR"), ("genesis", "Genesis")):
+    pretrain_entry(["-d", "%d", "-c", "2d", "-p", plans, "-m", method, "-device", "cpu", "--epochs", "1",
+                    "--iters-per-epoch", "1", "--batch-size", "4", "--seed", "1", "--tag", "seed1"])
+    path = os.path.join(os.environ["nnUNet_results"], dataset, name + "Pretrain{}__" + plans + "__2d", "fold_0",
+                        "checkpoint_final.pth")
+    pair_checkpoints(path.format(""), path.format("_seed1"))
+""" % HIPPO_ID
+
 # nnUNetv2_train's trainer set-up (get_trainer_from_args), one epoch of one training and one validation iteration
 # (nnU-Net's run_training: loaders, unlabeled stream, step, checkpoint), then what nnUNetv2_predict does with the
 # checkpoint: build the network without deep supervision, load it strictly, one eval forward
@@ -324,7 +339,7 @@ for name in sys.argv[3:]:
                                         if type(m).__name__.endswith("Encoder")})}
 
 # --val / --val_best of a finished run reads the training checkpoint only: the pretraining may be gone
-for folder in glob.glob(f"{os.environ['nnUNet_results']}/*/*Pretrain__*"):
+for folder in glob.glob(f"{os.environ['nnUNet_results']}/*/*Pretrain*__*"):
     shutil.rmtree(folder)
 for name in report:
     if issubclass(recursive_find_trainer_class_by_name(name), PretrainedInitialisation):
@@ -362,6 +377,7 @@ def test_resenc_presets_pretrain_and_train_every_trainer(hippocampus_nnunet, too
     assert plans["configurations"]["2d"]["data_identifier"] == "nnUNetPlans_2d"
     env = {**toolbox["env"], "nnUNet_results": str(tmp_path / "results")}
     run([sys.executable, "-c", PRETRAIN_ALL, resenc_plans, *PRETRAINING], env)
+    run([sys.executable, "-c", PAIR_SECOND_RUNS, resenc_plans, hippocampus_nnunet["dataset"]], env)
     for method in PRETRAINING.values():
         assert (tmp_path / "results" / hippocampus_nnunet["dataset"] / f"{method}Pretrain__{resenc_plans}__2d"
                 / "fold_0" / "checkpoint_final.pth").is_file(), method
@@ -378,7 +394,8 @@ def test_resenc_presets_pretrain_and_train_every_trainer(hippocampus_nnunet, too
     assert report["nnUNetTrainerCPS"]["classes"] == ["ResidualEncoderUNet"]
     assert report["nnUNetTrainerMCNet"]["classes"] == ["TwoDecoderNetwork"]
     assert {n for n, r in report.items() if r.get("validation_only_load")} == {
-        "nnUNetTrainerCCMCPS", "nnUNetTrainerIDEAL", "nnUNetTrainerPLContrastPI", "nnUNetTrainerMMGL"}
+        "nnUNetTrainerCCMCPS", "nnUNetTrainerIDEAL", "nnUNetTrainerPLContrastPI", "nnUNetTrainerMMGL",
+        "nnUNetTrainerSimCLRCPS", "nnUNetTrainerGenesisCPS"}
 
 
 # nnUNetv2_train's trainer set-up for two folds: the labeled split and the unlabeled folder each would train on
