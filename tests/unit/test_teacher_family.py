@@ -242,29 +242,6 @@ def test_uamt_threshold_and_masked_consistency_equal_loops():
 
 
 # ------------------------------------------------------------------------------------------------- trainers' steps
-@pytest.mark.parametrize("ndim", [2, 3])
-def test_mean_teacher_step_equals_recomputation(make_trainer, ndim):
-    trainer = make_trainer("nnUNetTrainerMeanTeacher", ndim)
-    x, target, xu = _batch(trainer)
-    trainer.current_epoch, trainer.step_in_epoch = 0, 3  # progress 3/20, ramp-up over 0.4 -> t = 0.375
-    torch.manual_seed(5)
-    loss, logged, curves = trainer.compute_losses(x, target, xu)
-    weight = 0.1 * math.exp(-5 * (1 - 0.375) ** 2)
-    assert curves["consistency_weights"] == pytest.approx(weight)
-    net = trainer.mean_teacher
-    torch.manual_seed(5)
-    with torch.no_grad():
-        student = net.student(torch.cat((x, xu)))
-        noise = torch.clamp(torch.randn_like(xu) * 0.1, -0.2, 0.2)
-        p_t = torch.softmax(net.teacher(xu + noise)[0], 1)
-    expected_cons = ((torch.softmax(student[0][4:], 1) - p_t) ** 2).mean()
-    assert curves["consistency_losses"] == pytest.approx(expected_cons.item(), rel=1e-5)
-    expected_sup = trainer.loss([s[:4] for s in student], target)
-    assert curves["sup_losses"] == pytest.approx(expected_sup.item(), rel=1e-5)
-    assert loss.item() == pytest.approx(expected_sup.item() + weight * expected_cons.item(), rel=1e-5)
-    assert torch.equal(loss, logged)
-
-
 def _numpy_soft_dice_vs_argmax(student_logits: np.ndarray, teacher_probs: np.ndarray, smooth: float = 1e-5) -> float:
     """1 - mean over classes of (2 sum p y + s) / (sum p + sum y + s), sums over batch and voxels, y one-hot of the
     teacher's argmax: written from the formula, with NumPy."""
@@ -293,16 +270,23 @@ def test_teacher_consistency_forms_equal_numpy(shape):
         teacher_consistency(student, teacher, "ce")
 
 
+def _softmax_mse_numpy(student_logits: np.ndarray, teacher_probs: np.ndarray) -> float:
+    e = np.exp(student_logits - student_logits.max(1, keepdims=True))
+    return float(((e / e.sum(1, keepdims=True) - teacher_probs) ** 2).mean())
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_mean_teacher_dice_step_equals_recomputation(make_trainer, ndim):
-    trainer = make_trainer("nnUNetTrainerMeanTeacher_dice", ndim)
-    assert (trainer.consistency_loss, trainer.consistency_weight) == ("dice", 1.0)
-    assert make_trainer("nnUNetTrainerMeanTeacher", ndim).consistency_loss == "mse"  # the paper's stays the default
+@pytest.mark.parametrize("name, loss_kind, max_weight, recompute, rel", [
+    ("nnUNetTrainerMeanTeacher", "mse", 0.1, _softmax_mse_numpy, 1e-5),  # the paper's default
+    ("nnUNetTrainerMeanTeacher_dice", "dice", 1.0, _numpy_soft_dice_vs_argmax, 1e-4)])
+def test_mean_teacher_step_equals_recomputation(make_trainer, ndim, name, loss_kind, max_weight, recompute, rel):
+    trainer = make_trainer(name, ndim)
+    assert (trainer.consistency_loss, trainer.consistency_weight) == (loss_kind, max_weight)
     x, target, xu = _batch(trainer)
     trainer.current_epoch, trainer.step_in_epoch = 0, 3  # progress 3/20, ramp-up over 0.4 -> t = 0.375
     torch.manual_seed(5)
-    loss, _, curves = trainer.compute_losses(x, target, xu)
-    weight = 1.0 * math.exp(-5 * (1 - 0.375) ** 2)
+    loss, logged, curves = trainer.compute_losses(x, target, xu)
+    weight = max_weight * math.exp(-5 * (1 - 0.375) ** 2)
     assert curves["consistency_weights"] == pytest.approx(weight)
     net = trainer.mean_teacher
     torch.manual_seed(5)
@@ -310,10 +294,12 @@ def test_mean_teacher_dice_step_equals_recomputation(make_trainer, ndim):
         student = net.student(torch.cat((x, xu)))
         noise = torch.clamp(torch.randn_like(xu) * 0.1, -0.2, 0.2)
         p_t = torch.softmax(net.teacher(xu + noise)[0], 1)
-    expected_cons = _numpy_soft_dice_vs_argmax(student[0][4:].double().numpy(), p_t.double().numpy())
-    assert curves["consistency_losses"] == pytest.approx(expected_cons, rel=1e-4)
+    expected_cons = recompute(student[0][4:].double().numpy(), p_t.double().numpy())
+    assert curves["consistency_losses"] == pytest.approx(expected_cons, rel=rel)
     expected_sup = trainer.loss([s[:4] for s in student], target).item()
-    assert loss.item() == pytest.approx(expected_sup + weight * expected_cons, rel=1e-4)
+    assert curves["sup_losses"] == pytest.approx(expected_sup, rel=1e-5)
+    assert loss.item() == pytest.approx(expected_sup + weight * expected_cons, rel=rel)
+    assert torch.equal(loss, logged)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
