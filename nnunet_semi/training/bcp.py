@@ -50,7 +50,7 @@ import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 
 from nnunet_semi.augmentation.copy_paste import box_mask, copy_paste, downsample_targets, region_targets
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.postprocessing import largest_component_per_class
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
@@ -152,7 +152,7 @@ class nnUNetTrainerBCP(nnUNetTrainerEMATeacherBase):
                     "iterations).")
         x_in = copy_paste(u[:half], data[:half], mask)  # unlabeled outside, labeled crop inside
         x_out = copy_paste(data[half:], u[half:], mask)  # labeled outside, unlabeled crop inside
-        out_in, out_out = split_batch(self.network(torch.cat((x_in, x_out))), half)
+        _, (out_in, out_out) = self.forward_joint(x_in, x_out)
         alpha = self.unlabeled_weight
         p_in, l_in = self.region_loss(out_in, y_hat[:half].to(y.dtype), y[:half], mask, alpha, 1.0)
         l_out, p_out = self.region_loss(out_out, y[half:], y_hat[half:].to(y.dtype), mask, 1.0, alpha)

@@ -39,7 +39,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement
 from nnunet_semi.networks.dual import DualNetwork
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -74,9 +74,7 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
         return self.epoch_rampup(self.cps_weight, self.cps_rampup_epochs)  # 0 epochs: constant alpha
 
     def compute_losses(self, data, target, data_unlabeled):
-        n_labeled = data.shape[0]
-        out_a, out_b = self.network(torch.cat((data, data_unlabeled)))
-        (out_a_l, out_a_u), (out_b_l, out_b_u) = split_batch(out_a, n_labeled), split_batch(out_b, n_labeled)
+        (out_a, out_b), ((out_a_l, out_a_u), (out_b_l, out_b_u)) = self.forward_joint(data, data_unlabeled)
         sup_a, sup_b = self.loss(out_a_l, target), self.loss(out_b_l, target)
 
         if self.cps_on_labeled:

@@ -35,7 +35,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_semi.losses.dtc import class_signed_distance_maps, dual_task_consistency
 from nnunet_semi.networks.feature_head import DecoderFeatureHead, sdf_head
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -76,13 +76,12 @@ class nnUNetTrainerDTC(nnUNetTrainerSemiSupervised):
         return self.epoch_rampup(self.dtc_weight, self.dtc_rampup_epochs)
 
     def compute_losses(self, data, target, data_unlabeled):
-        n_labeled = data.shape[0]
-        segmentation, sdf = self.network(torch.cat((data, data_unlabeled)))
-        sup = self.loss(split_batch(segmentation, n_labeled)[0], target)
+        (segmentation, sdf), ((segmentation_l, _), (sdf_l, _)) = self.forward_joint(data, data_unlabeled)
+        sup = self.loss(segmentation_l, target)
 
         foreground = self.label_manager.foreground_labels
         sdf_target = class_signed_distance_maps(full_resolution(target), foreground)
-        lsf = torch.mean((sdf[:n_labeled].float() - sdf_target) ** 2)
+        lsf = torch.mean((sdf_l.float() - sdf_target) ** 2)
         probs = torch.softmax(full_resolution(segmentation).float(), 1)[:, foreground]
         dtc = dual_task_consistency(probs, sdf, self.dtc_k)
 

@@ -50,7 +50,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.losses.dual_stream import (confident_disagreement_mask, disagreement_l1_loss, prototype_loss,
                                             pseudo_label_source, reliable_mask)
 from nnunet_semi.networks.dual import DualNetwork, unwrap
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -141,9 +141,8 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
     def compute_losses(self, data, target, data_unlabeled):
         t, t_max = self.global_step, self.num_epochs * self.num_iterations_per_epoch  # schedules of lambda_c, T
         n_labeled = data.shape[0]
-        outs = self.network(torch.cat((data, data_unlabeled)))
+        _, splits = self.forward_joint(data, data_unlabeled)
         features = [self._decoder_features.pop(i)[n_labeled:] for i in range(2)]
-        splits = [split_batch(out, n_labeled) for out in outs]
         sup = [self.loss(out_l, target) for out_l, _ in splits]  # eq. 1, per subnetwork
         logits_u = [full_resolution(out_u) for _, out_u in splits]
         probs_u = [torch.softmax(logits.float(), 1) for logits in logits_u]

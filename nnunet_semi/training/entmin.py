@@ -15,7 +15,7 @@ L_sup is nnU-Net's Dice + CE with deep supervision; optimisation nnU-Net's. One 
 import torch
 
 from nnunet_semi.losses.consistency import mean_entropy
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -39,9 +39,7 @@ class nnUNetTrainerEntMin(nnUNetTrainerSemiSupervised):
         return self.step_rampup(self.entropy_weight, self.entropy_rampup_fraction)
 
     def compute_losses(self, data, target, data_unlabeled):
-        n_labeled = data.shape[0]
-        out = self.network(torch.cat((data, data_unlabeled)))
-        out_l, out_u = split_batch(out, n_labeled)
+        out, (out_l, out_u) = self.forward_joint(data, data_unlabeled)
         sup = self.loss(out_l, target)
         ent = mean_entropy(full_resolution(out if self.entropy_on_labeled else out_u), self.normalize_entropy)
         w = self.current_entropy_weight()

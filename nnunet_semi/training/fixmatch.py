@@ -44,7 +44,7 @@ import torch
 from nnunet_semi.augmentation.weak_strong import (StrongIntensityConfig, apply_per_sample, cutmix, cutmix_boxes,
                                                   strong_intensity_transform)
 from nnunet_semi.losses.weak_strong import confident_pseudo_labels, weak_to_strong_loss
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
 
@@ -96,12 +96,10 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
 
     # ------------------------------------------------------------------ step
     def compute_losses(self, data, target, data_unlabeled):
-        n_l = data.shape[0]
         strong, boxes, partner = self.strong_view(data_unlabeled)
         with torch.no_grad():  # the weak view only makes pseudo-labels
             logits_w = full_resolution(self.network(data_unlabeled))
-        out = self.network(torch.cat((data, strong)))
-        out_l, out_s = split_batch(out, n_l)
+        _, (out_l, out_s) = self.forward_joint(data, strong)
         logits_s = full_resolution(out_s)
 
         sup = self.loss(out_l, target)

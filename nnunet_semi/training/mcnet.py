@@ -38,7 +38,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_semi.losses.cps import pseudo_label_agreement
 from nnunet_semi.losses.sharpening import mutual_consistency
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.networks.two_decoder import TwoDecoderNetwork, build_two_decoder_network
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -76,16 +76,14 @@ class nnUNetTrainerMCNet(nnUNetTrainerSemiSupervised):
         return self.epoch_rampup(self.mcnet_weight, self.mcnet_rampup_epochs)
 
     def compute_losses(self, data, target, data_unlabeled):
-        n_labeled = data.shape[0]
-        out_a, out_b = self.network(torch.cat((data, data_unlabeled)))
-        sup_a = self.loss(split_batch(out_a, n_labeled)[0], target)
-        sup_b = self.loss(split_batch(out_b, n_labeled)[0], target)
+        (out_a, out_b), ((out_a_l, out_a_u), (out_b_l, out_b_u)) = self.forward_joint(data, data_unlabeled)
+        sup_a, sup_b = self.loss(out_a_l, target), self.loss(out_b_l, target)
         logits_a, logits_b = full_resolution(out_a), full_resolution(out_b)
         mc_a, mc_b = mutual_consistency(torch.softmax(logits_a.float(), 1), torch.softmax(logits_b.float(), 1),
                                         self.mcnet_temperature, self.mcnet_detach_pseudo_labels,
                                         self.mcnet_renormalise)
         loss = sup_a + sup_b + self.current_mcnet_weight() * (mc_a + mc_b)
-        agreement = pseudo_label_agreement(logits_a[n_labeled:], logits_b[n_labeled:])
+        agreement = pseudo_label_agreement(full_resolution(out_a_u), full_resolution(out_b_u))
         curves = {"sup_losses": (0.5 * (sup_a + sup_b)).item(), "mc_losses": (mc_a + mc_b).item(),
                   "pseudo_label_agreement": agreement.item()}
         return loss, 0.5 * loss, curves

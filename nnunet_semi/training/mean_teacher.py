@@ -35,7 +35,7 @@ baseline; ``nnUNetTrainerMeanTeacher_evalTeacher`` evaluates the EMA teacher ins
 import torch
 
 from nnunet_semi.losses.consistency import teacher_consistency
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.networks.teacher import gaussian_input_noise
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.ema_teacher import nnUNetTrainerEMATeacherBase
@@ -63,13 +63,12 @@ class nnUNetTrainerMeanTeacher(nnUNetTrainerEMATeacherBase):
         return torch.softmax(full_resolution(out).float(), 1)
 
     def compute_losses(self, data, target, data_unlabeled):
-        n_labeled = data.shape[0]
-        x = torch.cat((data, data_unlabeled))
-        out = self.network(x)
-        out_l, out_u = split_batch(out, n_labeled)
+        out, (out_l, out_u) = self.forward_joint(data, data_unlabeled)
         sup = self.loss(out_l, target)
-        student, inputs = (full_resolution(out), x) if self.consistency_on_labeled else \
-            (full_resolution(out_u), data_unlabeled)
+        if self.consistency_on_labeled:
+            student, inputs = full_resolution(out), torch.cat((data, data_unlabeled))
+        else:
+            student, inputs = full_resolution(out_u), data_unlabeled
         cons = teacher_consistency(student, self.teacher_probabilities(inputs), self.consistency_loss)
         w = self.current_consistency_weight()
         total = sup + w * cons

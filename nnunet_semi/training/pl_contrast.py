@@ -62,7 +62,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.losses.local_contrastive import IGNORE, local_contrastive_loss
 from nnunet_semi.networks.contrastive_head import attach_contrastive_head, pop_contrastive_features
 from nnunet_semi.networks.dual import unwrap
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.training.budgets import add_family_variants
 from nnunet_semi.training.pretrained_init import PretrainedInitialisation
 from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
@@ -203,10 +203,8 @@ class nnUNetTrainerPLContrast(nnUNetTrainerSemiSupervised):
             return sup + 0.0 * z.sum(), sup, curves
 
         pseudo, accepted = self.estimate_pseudo_labels(data_unlabeled)
-        n = data.shape[0]
-        out = self.network(torch.cat((data, data_unlabeled)))
+        out, (out_l, _) = self.forward_joint(data, data_unlabeled)
         z = pop_contrastive_features(unwrap(self.network))
-        out_l, _ = split_batch(out, n)
         if self.pseudo_labels_in_seg_loss:  # Table II row 3 ablation
             pseudo_target = self._downsample_like(pseudo, target)
             if isinstance(target, (list, tuple)):

@@ -41,6 +41,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
 from nnunet_semi.networks.dual import DualNetwork, unwrap
+from nnunet_semi.networks.outputs import split_output
 from nnunet_semi.pretrained.loading import load_into_planned_networks
 from nnunet_semi.schedules import sigmoid_rampup
 from nnunet_semi.training.logging import CHECKPOINT_KEY, SemiLocalLogger, semi_checkpoint_state  # noqa: F401
@@ -204,6 +205,15 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
                        ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, float]]:
         """Method-specific: return ``(loss_to_backpropagate, loss_to_log, {curve: value})``."""
         raise NotImplementedError
+
+    def forward_joint(self, *batches: torch.Tensor):
+        """One forward pass of ``self.network`` over ``batches`` concatenated along the batch axis (labeled first,
+        then the unlabeled inputs or views): one graph, one pass through every layer for all samples, as the
+        methods' reference implementations do. Returns ``(output, parts)``: the output of the whole batch as the
+        network returns it, and :func:`~nnunet_semi.networks.outputs.split_output` of it, one part per batch (for a
+        network of several members, e.g. CPS's two, one such list per member)."""
+        output = self.network(torch.cat(batches))
+        return output, split_output(output, [b.shape[0] for b in batches])
 
     def dice_ce_ignoring(self, ignore_value: int) -> DC_and_CE_loss:
         """nnU-Net's Dice + CE with its settings (batch Dice as planned, smooth 1e-5, no background Dice, weights

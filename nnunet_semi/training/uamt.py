@@ -26,7 +26,7 @@ Inference (validation, ``nnUNetv2_predict``): the student, as in the paper's cod
 import torch
 
 from nnunet_semi.losses.consistency import predictive_entropy, uncertainty_masked_mse
-from nnunet_semi.networks.outputs import full_resolution, split_batch
+from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.networks.teacher import gaussian_input_noise
 from nnunet_semi.schedules import uamt_threshold
 from nnunet_semi.training.budgets import add_family_variants
@@ -65,9 +65,7 @@ class nnUNetTrainerUAMT(nnUNetTrainerMeanTeacher):
         return torch.cat(passes)
 
     def compute_losses(self, data, target, data_unlabeled):
-        n_labeled = data.shape[0]
-        out = self.network(torch.cat((data, data_unlabeled)))
-        out_l, out_u = split_batch(out, n_labeled)
+        _, (out_l, out_u) = self.forward_joint(data, data_unlabeled)
         sup = self.loss(out_l, target)
         teacher_probs = self.teacher_forward_noisy(data_unlabeled)
         uncertainty = predictive_entropy(self.mc_probabilities(data_unlabeled))

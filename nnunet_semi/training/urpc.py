@@ -57,16 +57,15 @@ class nnUNetTrainerURPC(nnUNetTrainerSemiSupervised):
     def compute_losses(self, data, target, data_unlabeled):
         if not isinstance(target, list):
             raise RuntimeError("URPC needs nnU-Net's deep supervision (the pyramid): enable_deep_supervision=True")
-        n_labeled = data.shape[0]
-        outputs = self.network(torch.cat((data, data_unlabeled)))
+        outputs, (outputs_l, _) = self.forward_joint(data, data_unlabeled)
         n_scales = min(self.urpc_num_scales, len(outputs))
         if n_scales < 2:
             raise RuntimeError(f"URPC needs >= 2 deep-supervision scales; the planned network has {len(outputs)}")
         pyramid = upsample_pyramid(outputs[:n_scales], self.urpc_upsample_mode)
-        labeled, unlabeled = split_batch(pyramid, n_labeled)
+        labeled, unlabeled = split_batch(pyramid, data.shape[0])
 
         if self.urpc_nnunet_supervision:
-            sup = self.loss(split_batch(outputs, n_labeled)[0], target)
+            sup = self.loss(outputs_l, target)
         else:
             sup = sum(self.loss.loss(p, target[0]) for p in labeled) / n_scales
             # unused coarser heads: zero-weight terms keep them in the graph (DDP requires every parameter used)

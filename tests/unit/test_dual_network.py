@@ -1,4 +1,5 @@
 """DualNetwork: training returns both outputs, eval returns the softmax-mean ensemble as logits."""
+import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
@@ -36,3 +37,28 @@ def test_dual_forward_train_and_eval():
     assert fused.shape == (2, 3, 16, 16) and torch.allclose(fused, ref)
     assert torch.allclose(fused, fused_ds[0])
     assert set(k.split(".")[0] for k in net.state_dict()) == {"net_a", "net_b"}
+
+
+def test_split_output_of_a_joint_forward_matches_separate_forwards():
+    """``split_output`` (what ``forward_joint`` returns) gives each batch the values a separate forward pass gives it,
+    for a single network with deep supervision (list of scales) and for a DualNetwork (tuple of members)."""
+    from nnunet_semi.networks.outputs import split_output
+
+    torch.manual_seed(0)
+    single, dual = _unet(), DualNetwork(_unet(), _unet())
+    labeled, unlabeled, strong = torch.randn(2, 1, 16, 16), torch.randn(3, 1, 16, 16), torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        parts = split_output(single(torch.cat((labeled, unlabeled, strong))), [2, 3, 1])
+        assert len(parts) == 3 and all(isinstance(p, list) and len(p) == 2 for p in parts)
+        for part, x in zip(parts, (labeled, unlabeled, strong)):
+            for got, expected in zip(part, single(x)):  # per scale
+                assert got.shape == expected.shape
+                torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # InstanceNorm: per sample
+        (a_l, a_u), (b_l, b_u) = split_output(dual(torch.cat((labeled, unlabeled))), [2, 3])
+        for got, expected in ((a_l, dual.members[0](labeled)), (b_u, dual.members[1](unlabeled))):
+            torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-5)
+        assert a_u[1].shape == (3, 3, 8, 8) and b_l[0].shape == (2, 3, 16, 16)
+        plain = split_output(torch.arange(6.0).view(6, 1), [4, 2])
+        assert [p.flatten().tolist() for p in plain] == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0]]
+        with pytest.raises(ValueError, match="6 samples, the batches \\[4, 1\\] sum to 5"):
+            split_output(torch.zeros(6, 1), [4, 1])
