@@ -27,19 +27,19 @@ setup(
     extras_require={"wandb": ["wandb>=0.18"], "test": ["pytest>=7", "wandb>=0.18"]},
     entry_points={
         "console_scripts": [
-            "nnunet_semi_ext_trainer=nnunet_semi.cli:ext_trainer_entry",
+            "nnunet_semi_ext_trainer=nnunet_semi.apps.ext_trainer:ext_trainer_entry",
             "nnunet_semi_preprocess_unlabeled=nnunet_semi.data.unlabeled:preprocess_unlabeled_entry",
-            "nnunet_semi_small_plans=nnunet_semi.utils.small_plans:small_plans_entry",
+            "nnunet_semi_small_plans=nnunet_semi.apps.small_plans:small_plans_entry",
             "nnunet_semi_convert_msd=dataset_conversion.msd:convert_msd_entry",
             "nnunet_semi_convert_acdc=dataset_conversion.acdc:acdc_entry",
             "nnunet_semi_convert_la=dataset_conversion.la:la_entry",
             "nnunet_semi_convert_mmwhs=dataset_conversion.mmwhs:mmwhs_entry",
             "nnunet_semi_convert_pancreas=dataset_conversion.pancreas:pancreas_entry",
-            "nnunet_semi_metrics=dataset_conversion.metrics:metrics_entry",
-            "nnunet_semi_demo=nnunet_semi.demo:demo_entry",
+            "nnunet_semi_metrics=nnunet_semi.apps.metrics:metrics_entry",
+            "nnunet_semi_demo=nnunet_semi.apps.demo:demo_entry",
             "nnunet_semi_pretrain=pretraining.cli:pretrain_entry",
             "nnunet_semi_pair_pretrained=nnunet_semi.pretrained.pairing:pair_entry",
-            "nnunet_semi_self_training=nnunet_semi.self_training:self_training_entry",
+            "nnunet_semi_self_training=nnunet_semi.apps.self_training:self_training_entry",
         ]
     },
 )

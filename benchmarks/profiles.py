@@ -69,7 +69,7 @@ class Profile:
     budget: str
     methods: Sequence[str]
     seeds: Sequence[int] = (0,)
-    make_plans: Optional[dict] = None  # kwargs of nnunet_semi.utils.small_plans.make_small_plans
+    make_plans: Optional[dict] = None  # kwargs of nnunet_semi.apps.small_plans.make_small_plans
     preprocess_plans: bool = False  # the derived plans change the data (e.g. spacing): preprocess with them
     pretrain_budget: Tuple[str, ...] = ()  # extra nnunet_semi_pretrain arguments (epochs, iterations, batch)
     labels: Dict[int, str] = field(default_factory=dict)

@@ -6,7 +6,7 @@ For a profile (``benchmarks/profiles.py``): converts the dataset from ``../share
 plans and preprocesses it with nnU-Net (and derives the profile's plans), then for every seed and method runs the
 method's pretraining (``nnunet_semi_pretrain``), ``nnUNetv2_train`` with the trainer's budget variant,
 ``nnUNetv2_predict`` on the held-out ``imagesTs`` and evaluates against ``labelsTs`` (per-class Dice, HD95, ASSD;
-``dataset_conversion.metrics``). Every step is skipped when its output exists, so an interrupted benchmark continues
+``nnunet_semi.apps.metrics``). Every step is skipped when its output exists, so an interrupted benchmark continues
 where it stopped. Results: ``benchmarks/results/<profile>/`` (``results.md``, ``results.csv``, ``dice.png``,
 ``runs/*.json`` with each run's metrics and wall times, ``commands.sh`` with the exact commands in order).
 """
@@ -35,7 +35,7 @@ def bin_path(name: str) -> str:
 
 class Runner:
     def __init__(self, profile: Profile, work: Path, results: Path, threads: Optional[int] = None):
-        from nnunet_semi.cli import ext_trainer_value
+        from nnunet_semi.apps.ext_trainer import ext_trainer_value
 
         self.profile, self.work, self.results = profile, work, results
         self.results.mkdir(parents=True, exist_ok=True)
@@ -91,12 +91,12 @@ class Runner:
                       [bin_path("nnUNetv2_plan_and_preprocess"), "-d", p.dataset_id, "-c", p.configuration,
                        "-np", "2", "-npfp", "2"], self.env, "plan_and_preprocess")
         if p.make_plans and not (pre / f"{p.plans}.json").is_file():
-            from nnunet_semi.utils.small_plans import make_small_plans
+            from nnunet_semi.apps.small_plans import make_small_plans
 
             make_small_plans(raw.name, target_plans=p.plans, preprocessed_root=str(self.work / "preprocessed"),
                              **p.make_plans)
             with open(self.commands, "a") as f:
-                f.write(f"# plans {p.plans}: nnunet_semi.utils.small_plans.make_small_plans({raw.name!r}, "
+                f.write(f"# plans {p.plans}: nnunet_semi.apps.small_plans.make_small_plans({raw.name!r}, "
                         f"target_plans={p.plans!r}, **{p.make_plans})\n")
         if p.preprocess_plans:
             identifier = json.loads((pre / f"{p.plans}.json").read_text())["configurations"][p.configuration][
@@ -139,7 +139,7 @@ class Runner:
                "-nps", "1"] + (["--disable_tta"] if p.disable_tta else [])
         timings["predict_s"] = self.step(f"seed {seed} {method.key}: nnUNetv2_predict", cmd, env,
                                          f"seed{seed}_{method.key}_predict")
-        from dataset_conversion.metrics import evaluate_folders
+        from nnunet_semi.apps.metrics import evaluate_folders
 
         labels = sorted(p.labels)
         metrics = evaluate_folders(str(self.raw / "labelsTs"), str(pred), labels, [p.labels[c] for c in labels],
@@ -230,7 +230,7 @@ def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
     table = "\n".join(lines)
     (results / "results.csv").write_text("\n".join(csv) + "\n")
     md = [f"# {profile.name}", "", profile.description, "",
-          f"Test cases: labelsTs of the converted dataset; metrics of `dataset_conversion.metrics` (mean over test "
+          f"Test cases: labelsTs of the converted dataset; metrics of `nnunet_semi.apps.metrics` (mean over test "
           f"cases, then over seeds: mean ± std when several seeds ran). Reproduce: `python -m benchmarks.run "
           f"--profile {profile.name}`; the exact commands are in `commands.sh`. Wall times are in `runs/*.json` (they "
           f"depend on what else the machine ran); the cost of each method per iteration is measured separately in "

@@ -85,7 +85,7 @@ def nnunet_bin(name: str) -> str:
 def make_env(root: Path) -> dict:
     """Environment for nnU-Net subprocesses rooted at ``root`` (raw / preprocessed / results), trainers found
     through the documented nnUNet_extTrainer set-up, single-process augmentation (deterministic, CPU)."""
-    from nnunet_semi.cli import ext_trainer_value
+    from nnunet_semi.apps.ext_trainer import ext_trainer_value
 
     env = dict(os.environ)
     for var, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results")):
@@ -126,7 +126,7 @@ def hippocampus_nnunet(tmp_path_factory):
     planned and preprocessed by nnU-Net (2d and 3d_fullres), plus small CPU plans ``nnUNetPlansSmall``
     (8..64 features; batch 8 in 2d, 2 in 3d_fullres)."""
     from dataset_conversion.msd import convert_msd_semi
-    from nnunet_semi.utils.small_plans import make_small_plans
+    from nnunet_semi.apps.small_plans import make_small_plans
 
     root = tmp_path_factory.mktemp("hippocampus")
     env = make_env(root)

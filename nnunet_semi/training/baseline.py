@@ -3,7 +3,7 @@
 ``nnUNetTrainerLabeledOnly`` is ``nnUNetTrainer`` unchanged (data, augmentation, Dice+CE with deep supervision,
 SGD/poly schedule, validation) plus the start-up settings of every nnunet-semi trainer
 (:func:`~nnunet_semi.training.semi_base.apply_run_environment`: ``nnUNet_semi_seed``, ``nnUNet_semi_threads``), so
-that it is the fair labeled-only reference row of every comparison table and round 0 of self-training (:mod:`nnunet_semi.self_training`). Short budgets: ``nnUNetTrainerLabeledOnly_2epochs_5its``
+that it is the fair labeled-only reference row of every comparison table and round 0 of self-training (:mod:`nnunet_semi.apps.self_training`). Short budgets: ``nnUNetTrainerLabeledOnly_2epochs_5its``
 etc. (:mod:`nnunet_semi.training.budgets`).
 """
 import torch

@@ -353,7 +353,7 @@ json.dump(report, open(f"{out}/report.json", "w"))
 @pytest.fixture(scope="module")
 def resenc_plans(hippocampus_nnunet):
     """ResEnc-M plans as a user makes them, shrunk like the test's other plans."""
-    from nnunet_semi.utils.small_plans import make_small_plans
+    from nnunet_semi.apps.small_plans import make_small_plans
 
     env = hippocampus_nnunet["env"]
     # nnUNetv2_plan_and_preprocess -pl nnUNetPlannerResEncM preprocesses into the default plans' data identifier

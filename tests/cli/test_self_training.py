@@ -18,7 +18,7 @@ MAX_UNLABELED = 4  # of the fixture's 40 unlabeled images: nnU-Net's prediction 
 @pytest.fixture(scope="module")
 def self_training_run(hippocampus_nnunet):
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "0"}
-    proc = run([sys.executable, "-m", "nnunet_semi.self_training", "-d", HIPPO_ID, "-c", "2d", "-f", "0", "-tr",
+    proc = run([sys.executable, "-m", "nnunet_semi.apps.self_training", "-d", HIPPO_ID, "-c", "2d", "-f", "0", "-tr",
                 TRAINER, "-p", SMALL_PLANS, "--rounds", "1", "-device", "cpu", "-np", "1", "--disable-tta",
                 "--max-unlabeled", MAX_UNLABELED], env)
     return proc
@@ -106,7 +106,7 @@ def test_self_training_one_round(hippocampus_nnunet, self_training_run):
 def test_self_training_rerun_reuses_everything(hippocampus_nnunet, self_training_run):
     """Re-running the finished command redoes nothing (no training, prediction or preprocessing)."""
     env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "0"}
-    proc = run([sys.executable, "-m", "nnunet_semi.self_training", "-d", HIPPO_ID, "-c", "2d", "-f", "0", "-tr",
+    proc = run([sys.executable, "-m", "nnunet_semi.apps.self_training", "-d", HIPPO_ID, "-c", "2d", "-f", "0", "-tr",
                 TRAINER, "-p", SMALL_PLANS, "--rounds", "1", "-device", "cpu", "--max-unlabeled", MAX_UNLABELED], env)
     assert "$ nnUNetv2_" not in proc.stdout
     assert proc.stdout.count("exists, reused") == 4  # 2 models, 1 raw + 1 preprocessed dataset

@@ -1,4 +1,4 @@
-"""dataset_conversion.metrics: Dice / HD95 / ASSD checked against hand-computable shapes, an independent
+"""nnunet_semi.apps.metrics: Dice / HD95 / ASSD checked against hand-computable shapes, an independent
 scipy implementation of the medpy definitions, the empty-mask conventions, the folder evaluation and its CLI."""
 import csv
 import math
@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from dataset_conversion.metrics import (MetricsError, binary_metrics, case_metrics, diagonal_mm, evaluate_folders,
+from nnunet_semi.apps.metrics import (MetricsError, binary_metrics, case_metrics, diagonal_mm, evaluate_folders,
                                         metrics_entry, surface_distances)
 
 

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from dataset_conversion.msd import (ConversionError, convert_msd_entry, convert_msd_semi,
                                     copy_splits_to_preprocessed)
-from nnunet_semi.demo_data import generate_demo_dataset, synthesize_case
+from nnunet_semi.apps.demo_data import generate_demo_dataset, synthesize_case
 from tests.conftest import HIPPOCAMPUS, require
 
 
@@ -386,7 +386,7 @@ def test_demo_is_deterministic(tmp_path):
 
 def test_demo_fixes_the_thread_counts_of_training_and_prediction(monkeypatch):
     """The table depends on torch's thread counts: the demo sets them (default 2) whatever the shell exports."""
-    from nnunet_semi import demo
+    from nnunet_semi.apps import demo
 
     outer = {"nnUNet_semi_threads": "1", "nnUNet_def_n_proc": "8", "PATH": "/bin"}
     train_env, predict_env = demo.step_environments(outer)

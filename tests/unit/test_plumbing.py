@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from nnunet_semi import ext_trainer_dir
-from nnunet_semi.cli import ext_trainer_value
+from nnunet_semi.apps.ext_trainer import ext_trainer_value
 from nnunet_semi.training import TRAINERS
-from nnunet_semi.utils.small_plans import shrink_configuration
+from nnunet_semi.apps.small_plans import shrink_configuration
 
 CONFIG = {"patch_size": [40, 56, 40], "batch_size": 2,
           "architecture": {"arch_kwargs": {"n_stages": 4, "features_per_stage": [32, 64, 128, 256],

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from nnunet_semi.self_training import SelfTraining, SelfTrainingError, derived_dataset_name
+from nnunet_semi.apps.self_training import SelfTraining, SelfTrainingError, derived_dataset_name
 
 SOURCE = "Dataset123_Toy"
 
@@ -81,7 +81,7 @@ def test_other_setup_errors(tree):
 
 
 def test_entry_point_reports_errors_without_traceback(tree, capsys):
-    from nnunet_semi.self_training import self_training_entry
+    from nnunet_semi.apps.self_training import self_training_entry
 
     with pytest.raises(SystemExit) as exit_info:
         self_training_entry(["-d", "123", "-c", "2d", "-p", "Missing"])

@@ -1,6 +1,6 @@
 """The papers' evaluation tables from nnU-Net prediction folders: per-class Dice, HD95 and ASSD (mm).
 
-``python -m dataset_conversion.metrics GT_FOLDER PRED_FOLDER -l 1 2 3 [--names RV Myo LV] -o OUT_PREFIX``
+``python -m nnunet_semi.apps.metrics GT_FOLDER PRED_FOLDER -l 1 2 3 [--names RV Myo LV] -o OUT_PREFIX``
 (:func:`metrics_entry`; Python: :func:`evaluate_folders`, :func:`case_metrics`, :func:`surface_distances`).
 
 Definitions, for each label ``c`` evaluated separately as a binary mask (prediction P, reference G):
@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import run_entry
+from dataset_conversion.common import run_entry
 
 METRICS = ("dice", "hd95", "assd")
 EMPTY_DISTANCE = ("diagonal", "nan")
@@ -269,7 +269,7 @@ def write_tables(result: Dict, output_prefix: str) -> List[str]:
 # command line
 # ----------------------------------------------------------------------------------------------------------------
 def metrics_entry(argv: Optional[List[str]] = None) -> None:
-    """``python -m dataset_conversion.metrics GT_FOLDER PRED_FOLDER -l 1 2 3 [--names RV Myo LV] -o OUT_PREFIX``"""
+    """``python -m nnunet_semi.apps.metrics GT_FOLDER PRED_FOLDER -l 1 2 3 [--names RV Myo LV] -o OUT_PREFIX``"""
     parser = argparse.ArgumentParser(
         prog="nnunet_semi_metrics",
         description="Per-class and mean Dice, HD95 and ASSD (mm) of an nnU-Net prediction folder against a reference "

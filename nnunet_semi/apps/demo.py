@@ -3,7 +3,7 @@
 It runs exactly the commands a user runs on their own data (nnU-Net's unmodified ``nnUNetv2_*`` commands plus
 ours), in a work folder of its own:
 
-1. generate ``Dataset990_SemiDemo`` (labeled, unlabeled and test images; ``nnunet_semi.demo_data``);
+1. generate ``Dataset990_SemiDemo`` (labeled, unlabeled and test images; ``nnunet_semi.apps.demo_data``);
 2. ``nnUNetv2_plan_and_preprocess -d 990 -c 2d``; copy the dataset's ``splits_final.json``; derive small CPU plans;
 3. ``nnunet_semi_preprocess_unlabeled -d 990 -c 2d`` (the trainer would also do this on its own);
 4. ``nnUNetv2_train 990 2d 0 -tr nnUNetTrainerCPS_<budget> -p nnUNetPlansSmall -device cpu``;
@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from nnunet_semi.cli import ext_trainer_value
+from nnunet_semi.apps.ext_trainer import ext_trainer_value
 from nnunet_semi.utils.commands import installed_command
 from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
 
@@ -77,8 +77,8 @@ def dice_table(summary_file: Path, dataset_json: dict) -> str:
 
 def run_demo(work: Path, trainer: str, keep: bool = False, threads: int = DEFAULT_THREADS) -> str:
     from dataset_conversion.msd import copy_splits_to_preprocessed
-    from nnunet_semi.demo_data import generate_demo_dataset
-    from nnunet_semi.utils.small_plans import make_small_plans
+    from nnunet_semi.apps.demo_data import generate_demo_dataset
+    from nnunet_semi.apps.small_plans import make_small_plans
 
     if work.exists() and not keep:
         shutil.rmtree(work)

@@ -4,7 +4,7 @@ MedIA 2023, Table I), driven entirely by nnU-Net's own commands.
 One command runs every round::
 
     nnunet_semi_self_training -d 27 -c 2d -f 0 -tr nnUNetTrainerLabeledOnly -p nnUNetPlans --rounds 2
-    (= python -m nnunet_semi.self_training ...)
+    (= python -m nnunet_semi.apps.self_training ...)
 
 * round 0: ``nnUNetv2_train D C F -tr TRAINER -p PLANS`` on the labeled cases (the labeled-only baseline);
 * round r = 1..R:
@@ -51,7 +51,7 @@ from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw, nnUNet_results
 from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
-from nnunet_semi.cli import ext_trainer_value
+from nnunet_semi.apps.ext_trainer import ext_trainer_value
 from nnunet_semi.data.unlabeled import UNLABELED_IMAGES_FOLDER, UnlabeledDataError, find_unlabeled_cases
 from nnunet_semi.utils.commands import installed_command
 
