@@ -268,5 +268,48 @@ class nnUNetTrainerPLContrastPI(PretrainedInitialisation, nnUNetTrainerPLContras
     pretrained_skip = (".seg_layers.", "contrastive_head.")
 
 
+class nnUNetTrainerLocalContrastPretrain(nnUNetTrainerPLContrast):
+    """Stage 1 of Table II's "Two step Tr. (semi-sup)" (the two-step training of the paper's ref. [26], Sec. V-C):
+    the local contrastive loss alone (eq. 3-4 at weight 1; no L_seg), on the labels of every training case.
+
+    Trained on the derived dataset of ``nnunet_semi_self_training`` (the labeled cases plus every unlabeled image
+    with its pseudo-label, all in imagesTr/labelsTr), the contrastive loss sees the labeled annotations and the
+    pseudo-labels together, as the row specifies. Stage 2 is nnU-Net's supervised training on the same derived
+    dataset, started from this checkpoint: ``nnUNetv2_train <derived> C F -tr nnUNetTrainerLabeledOnly
+    -pretrained_weights <this run>/checkpoint_final.pth`` (encoder and decoder load, nnU-Net's loader keeps the
+    segmentation layers fresh and ignores ``h_phi``). README: "Chaitanya et al. 2023, Table II".
+
+    The segmentation layers are kept in the graph with a zero-weighted term (DDP needs every parameter used) and
+    stay untrained, so the final validation of nnU-Net, which would score them, is skipped with a log line.
+    Anchors, tau, pixels per class and the matching mode are the joint trainer's (paper) defaults; the loss is
+    computed in float32 and gathered across DDP ranks in inter mode like the joint trainer's."""
+
+    uses_unlabeled = False
+    extra_curves = {"contrastive_losses": "L_cont (eq. 3-4) on labels + pseudo-labels"}
+
+    def on_train_start(self):
+        nnUNetTrainerSemiSupervised.on_train_start(self)  # no stage schedule, no pseudo-labeler
+        self.print_to_log_file(f"Two-step stage 1: local contrastive loss only ({self.contrastive_mode} matching, "
+                               f"tau {self.temperature}, {self.pixels_per_class} pixels per class) on the labels of "
+                               f"every training case")
+
+    def compute_losses(self, data, target, data_unlabeled):
+        out = self.network(data)
+        z = pop_contrastive_features(unwrap(self.network))
+        l_cont = local_contrastive_loss(z, self._label_map(target), self.label_manager.num_segmentation_heads,
+                                        pixels_per_class=self.pixels_per_class, temperature=self.temperature,
+                                        mode=self.contrastive_mode, background_negative=self.background_negative,
+                                        gather_distributed=self.is_ddp)
+        outputs = out if isinstance(out, (list, tuple)) else [out]
+        loss = l_cont + sum(0.0 * o.sum() for o in outputs)  # the segmentation layers: in the graph, untrained
+        return loss, l_cont.detach(), {"contrastive_losses": l_cont.item()}
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("Two-step stage 1 trains no segmentation head: nnU-Net's final validation is skipped. "
+                               "Stage 2: nnUNetv2_train <this dataset> <configuration> <fold> -tr "
+                               "nnUNetTrainerLabeledOnly -pretrained_weights <this fold>/checkpoint_final.pth")
+
+
 PL_CONTRAST_VARIANTS = add_family_variants(nnUNetTrainerPLContrast, nnUNetTrainerPLContrast_intra,
-                                           nnUNetTrainerPLContrast_plInSeg, nnUNetTrainerPLContrastPI)
+                                           nnUNetTrainerPLContrast_plInSeg, nnUNetTrainerPLContrastPI,
+                                           nnUNetTrainerLocalContrastPretrain)

@@ -9,7 +9,9 @@ import numpy as np
 import SimpleITK as sitk
 import pytest
 
-from tests.conftest import HIPPO_ID, SMALL_PLANS, run, train_env
+import torch
+
+from tests.conftest import HIPPO_ID, SMALL_PLANS, nnunet_bin, run, train_env
 
 TRAINER = "nnUNetTrainerLabeledOnly_2epochs_5its"
 MAX_UNLABELED = 4  # of the fixture's 40 unlabeled images: nnU-Net's prediction dominates the CPU cost
@@ -110,3 +112,41 @@ def test_self_training_rerun_reuses_everything(hippocampus_nnunet, self_training
                 TRAINER, "-p", SMALL_PLANS, "--rounds", "1", "-device", "cpu", "--max-unlabeled", MAX_UNLABELED], env)
     assert "$ nnUNetv2_" not in proc.stdout
     assert proc.stdout.count("exists, reused") == 4  # 2 models, 1 raw + 1 preprocessed dataset
+
+
+def test_two_step_semi_supervised_on_the_derived_dataset(hippocampus_nnunet, self_training_run):
+    """Chaitanya et al. 2023, Table II "Two step Tr. (semi-sup)", as README's commands on the self-training
+    command's derived dataset (labeled cases + pseudo-labeled unlabeled images): stage 1
+    nnUNetTrainerLocalContrastPretrain (the local contrastive loss alone, on labels and pseudo-labels), stage 2
+    nnU-Net's supervised training from its checkpoint (-pretrained_weights). Stage 2 starts from stage 1's encoder
+    and decoder (nnU-Net's loader, segmentation layers fresh) and is validated and predicts like any nnU-Net model."""
+    env = {**train_env(hippocampus_nnunet["env"]), "nnUNet_semi_seed": "0"}
+    res_root = Path(env["nnUNet_results"])
+    derived = f"Dataset{HIPPO_ID + 1}_{hippocampus_nnunet['dataset'].split('_', 1)[1]}SelfTrainR1"
+    stage1 = "nnUNetTrainerLocalContrastPretrain_2epochs_5its"
+    proc = run([nnunet_bin("nnUNetv2_train"), derived, "2d", "0", "-tr", stage1, "-p", SMALL_PLANS, "-device", "cpu"],
+               env)
+    pre_dir = res_root / derived / f"{stage1}__{SMALL_PLANS}__2d" / "fold_0"
+    log = "".join(p.read_text() for p in pre_dir.glob("training_log_*.txt"))
+    assert "Two-step stage 1: local contrastive loss only" in log and "final validation is skipped" in log
+    assert not (pre_dir / "validation").exists()
+    pretrained = torch.load(pre_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    curve = pretrained["logging"]["contrastive_losses"]
+    assert len(curve) == 2 and all(0.0 < v < 10.0 for v in curve), curve  # eq. 4 per anchor: -log of a softmax
+    assert pretrained["logging"]["train_losses"] == pytest.approx(curve)
+
+    # stage 2: nnU-Net's trainer on the same derived dataset, from stage 1's weights
+    stage2 = "nnUNetTrainerLabeledOnly_2epochs_5its"
+    proc = run([nnunet_bin("nnUNetv2_train"), derived, "2d", "0", "-tr", stage2, "-p", SMALL_PLANS, "-device", "cpu",
+                "-pretrained_weights", pre_dir / "checkpoint_final.pth"], env)
+    assert f"Loading pretrained weights from file  {pre_dir / 'checkpoint_final.pth'}" in proc.stdout
+    fine_dir = res_root / derived / f"{stage2}__{SMALL_PLANS}__2d" / "fold_0"
+    validation = json.loads((fine_dir / "validation" / "summary.json").read_text())
+    assert 0.0 <= validation["foreground_mean"]["Dice"] <= 1.0
+    # 10 SGD steps move the loaded encoder by a few percent; a fresh initialisation would be ~100 % away
+    fine = torch.load(fine_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    start = pretrained["network_weights"]
+    convs = [k for k in fine if k.startswith("encoder.") and k.endswith("conv.weight")]
+    assert convs and not any(k.startswith("contrastive_head.") for k in fine)
+    moved = max(float((fine[k] - start[k]).norm() / start[k].norm()) for k in convs)
+    assert moved < 0.3, moved

@@ -425,3 +425,35 @@ def test_inter_mode_gathers_the_class_means_of_all_ranks(tmp_path):
             for r in range(WORLD):
                 rows = slice(sum(sizes[:r]), sum(sizes[:r + 1]))
                 torch.testing.assert_close(results[r][name]["grad"], WORLD * z.grad[rows], rtol=1e-9, atol=1e-12)
+
+
+def test_two_step_stage1_trains_the_contrastive_loss_alone_on_the_labels(tmp_path, monkeypatch):
+    """nnUNetTrainerLocalContrastPretrain (Table II "Two step Tr. (semi-sup)", stage 1): the step's loss is eq. 3-4
+    at weight 1 on the full-resolution labels of the batch (the same anchors drawn again give the same value), no
+    segmentation loss (the segmentation layers get an exactly zero gradient), and it needs no unlabeled stream."""
+    from nnunet_semi.training.pl_contrast import nnUNetTrainerLocalContrastPretrain
+
+    trainer = _trainer(tmp_path, monkeypatch, 2, cls=nnUNetTrainerLocalContrastPretrain)
+    assert trainer.uses_unlabeled is False
+    batch, _ = _random_batch(trainer, torch.Generator().manual_seed(3))
+    net = trainer.network
+    torch.manual_seed(11)
+    loss, logged, curves = trainer.compute_losses(batch["data"], batch["target"], None)
+    torch.manual_seed(11)
+    net(batch["data"])
+    z = pop_contrastive_features(net)
+    labels = batch["target"][0][:, 0].long()
+    expected = local_contrastive_loss(z, labels, 3, pixels_per_class=3, temperature=0.1, mode="inter",
+                                      background_negative=True)
+    assert 0.5 < expected.item() < 10.0
+    torch.testing.assert_close(loss.detach(), expected.detach(), rtol=1e-6, atol=1e-6)
+    assert logged.item() == pytest.approx(expected.item(), rel=1e-6) and \
+        curves["contrastive_losses"] == pytest.approx(expected.item(), rel=1e-6)
+    net.zero_grad(set_to_none=False)
+    loss.backward()
+    for name, p in net.named_parameters():
+        if ".seg_layers." in name:
+            assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+    encoder_grad = sum(p.grad.abs().sum().item() for n, p in net.named_parameters() if n.startswith("encoder."))
+    head_grad = sum(p.grad.abs().sum().item() for n, p in net.named_parameters() if n.startswith("contrastive_head."))
+    assert encoder_grad > 0 and head_grad > 0
