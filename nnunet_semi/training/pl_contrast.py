@@ -180,6 +180,14 @@ class nnUNetTrainerPLContrast(nnUNetTrainerSemiSupervised):
             labels = torch.where(labels == self.label_manager.ignore_label, IGNORE, labels)
         return labels
 
+    def contrastive_loss(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """L_cont (eq. 3-4) of features ``z`` against ``labels`` (IGNORE excluded) with this trainer's settings;
+        under DDP the inter-image candidates are gathered from every rank."""
+        return local_contrastive_loss(z, labels, self.label_manager.num_segmentation_heads,
+                                      pixels_per_class=self.pixels_per_class, temperature=self.temperature,
+                                      mode=self.contrastive_mode, background_negative=self.background_negative,
+                                      gather_distributed=self.is_ddp)
+
     @staticmethod
     def _downsample_like(labels: torch.Tensor, target) -> List[torch.Tensor]:
         """Pseudo-labels at every target scale (nearest-exact, as nnU-Net downsamples its targets)."""
@@ -214,11 +222,7 @@ class nnUNetTrainerPLContrast(nnUNetTrainerSemiSupervised):
         else:
             sup = self.loss(out_l, target)  # eq. 2: L_seg on the labeled set only
         labels_u = torch.where(accepted.view(-1, *([1] * (pseudo.ndim - 1))), pseudo, IGNORE)
-        l_cont = local_contrastive_loss(z, torch.cat((self._label_map(target), labels_u)),
-                                        self.label_manager.num_segmentation_heads,
-                                        pixels_per_class=self.pixels_per_class, temperature=self.temperature,
-                                        mode=self.contrastive_mode, background_negative=self.background_negative,
-                                        gather_distributed=self.is_ddp)
+        l_cont = self.contrastive_loss(z, torch.cat((self._label_map(target), labels_u)))
         loss = sup + self.lambda_cont * l_cont
         curves = {"sup_losses": sup.item(), "contrastive_losses": l_cont.item(),
                   "pseudo_label_accepted": accepted.float().mean().item(), "joint_stage": 1.0}
@@ -296,10 +300,7 @@ class nnUNetTrainerLocalContrastPretrain(nnUNetTrainerPLContrast):
     def compute_losses(self, data, target, data_unlabeled):
         out = self.network(data)
         z = pop_contrastive_features(unwrap(self.network))
-        l_cont = local_contrastive_loss(z, self._label_map(target), self.label_manager.num_segmentation_heads,
-                                        pixels_per_class=self.pixels_per_class, temperature=self.temperature,
-                                        mode=self.contrastive_mode, background_negative=self.background_negative,
-                                        gather_distributed=self.is_ddp)
+        l_cont = self.contrastive_loss(z, self._label_map(target))
         outputs = out if isinstance(out, (list, tuple)) else [out]
         loss = l_cont + sum(0.0 * o.sum() for o in outputs)  # the segmentation layers: in the graph, untrained
         return loss, l_cont.detach(), {"contrastive_losses": l_cont.item()}
