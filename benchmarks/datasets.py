@@ -21,14 +21,15 @@ def _source(path: Path) -> str:
     return str(path)
 
 
-def hippocampus_5_labeled(raw_root: str, dataset_id: int) -> str:
+def hippocampus_5_labeled(raw_root: str, dataset_id: int, split_seed: int = 0) -> str:
     """MSD Hippocampus: 5 labeled training cases (the fold validates on them), 40 labeled test cases, the other 155
-    training images and the 130 MSD imagesTs images unlabeled (split seeded with 0)."""
+    training images and the 130 MSD imagesTs images unlabeled (split seeded with ``split_seed``: which cases are
+    labeled and which are test)."""
     from dataset_conversion.msd import convert_msd_semi
 
     return _existing(raw_root, dataset_id) or convert_msd_semi(
         _source(SHARED_DATA / "hippocampus" / "Task04_Hippocampus"), dataset_id, num_labeled=5, num_val=0,
-        num_test=40, num_unlabeled=None, seed=0, output_root=raw_root)
+        num_test=40, num_unlabeled=None, seed=split_seed, output_root=raw_root)
 
 
 def _acdc(raw_root: str, dataset_id: int, num_labeled: int) -> str:

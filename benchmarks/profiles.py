@@ -7,6 +7,7 @@ is trained with the same plans, labeled batch, iterations and seeds, and evaluat
 CPU profiles run on the 2-core development machines; GPU profiles are the published comparisons (ACDC with the
 SSL4MIS split at 3 / 7 labeled patients, LA with 8 labeled), on nnU-Net's default plans.
 """
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -93,6 +94,16 @@ PROFILES: Dict[str, Profile] = {p.name: p for p in (
         seeds=(0, 1, 2), make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
         pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "32"),
         labels={1: "anterior", 2: "posterior"}),
+    *(Profile(
+        f"hippocampus5-cpu-split{k}",
+        f"hippocampus5-cpu with another draw of which cases are labeled / test (conversion seed {k} instead of 0); "
+        "everything else is the same (plans, budget, unlabeled pool size). Measures how much the reference and the "
+        "gain depend on which 5 cases are labeled.",
+        "cpu", 960 + k, functools.partial(datasets.hippocampus_5_labeled, split_seed=k), "2d", "nnUNetPlansBench16",
+        "_40epochs_50its", CPU_METHODS, seeds=(0, 1, 2),
+        make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
+        pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "32"),
+        labels={1: "anterior", 2: "posterior"}) for k in (1, 2, 3, 4)),
     Profile(
         "hippocampus-cpu",
         "MSD Hippocampus (real, ../shared/data): 5 labeled training cases, 40 labeled cases held out as test, the "
