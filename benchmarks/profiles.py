@@ -8,7 +8,7 @@ CPU profiles run on the 2-core development machines; GPU profiles are the publis
 SSL4MIS split at 3 / 7 labeled patients, LA with 8 labeled), on nnU-Net's default plans.
 """
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import datasets
@@ -80,30 +80,29 @@ class Profile:
 CPU_METHODS = ("labeled_only", "cps", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "mean_teacher_dice", "uamt", "entmin", "urpc", "mcnet", "dtc",
                "bcp", "pl_contrast", "mmgl", "fixmatch", "fixmatch_ce", "fixmatch_nocutmix", "unimatch")
 
+HIPPOCAMPUS5_CPU = Profile(
+    "hippocampus5-cpu",
+    "MSD Hippocampus (real, ../shared/data), the converged CPU profile: 5 labeled training cases (all 5 in "
+    "training), 40 labeled cases held out as test, the other 155 training images + 130 MSD imagesTs as "
+    "unlabeled; 2d, plans with 16..128 features and batch 32 labeled (+ the method's unlabeled batch), "
+    "40 epochs x 50 iterations, no test-time mirroring. The labeled-only reference is close to its plateau "
+    "on this budget for these 5 cases (70.3 mean foreground Dice over 3 seeds; its validation on the 5 training "
+    "cases ends at 0.93; 2.5x the iterations add 1.7 points, seed 0): what remains is generalising from 5 "
+    "cases, which the unlabeled images address.",
+    "cpu", 953, datasets.hippocampus_5_labeled, "2d", "nnUNetPlansBench16", "_40epochs_50its", CPU_METHODS,
+    seeds=(0, 1, 2), make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
+    pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "32"),
+    labels={1: "anterior", 2: "posterior"})
+
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
-    Profile(
-        "hippocampus5-cpu",
-        "MSD Hippocampus (real, ../shared/data), the converged CPU profile: 5 labeled training cases (all 5 in "
-        "training), 40 labeled cases held out as test, the other 155 training images + 130 MSD imagesTs as "
-        "unlabeled; 2d, plans with 16..128 features and batch 32 labeled (+ the method's unlabeled batch), "
-        "40 epochs x 50 iterations, no test-time mirroring. The labeled-only reference is close to its plateau "
-        "on this budget for these 5 cases (70.3 mean foreground Dice over 3 seeds; its validation on the 5 training "
-        "cases ends at 0.93; 2.5x the iterations add 1.7 points, seed 0): what remains is generalising from 5 "
-        "cases, which the unlabeled images address.",
-        "cpu", 953, datasets.hippocampus_5_labeled, "2d", "nnUNetPlansBench16", "_40epochs_50its", CPU_METHODS,
-        seeds=(0, 1, 2), make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
-        pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "32"),
-        labels={1: "anterior", 2: "posterior"}),
-    *(Profile(
-        f"hippocampus5-cpu-split{k}",
-        f"hippocampus5-cpu with another draw of which cases are labeled / test (conversion seed {k} instead of 0); "
-        "everything else is the same (plans, budget, unlabeled pool size). Measures how much the reference and the "
-        "gain depend on which 5 cases are labeled.",
-        "cpu", 960 + k, functools.partial(datasets.hippocampus_5_labeled, split_seed=k), "2d", "nnUNetPlansBench16",
-        "_40epochs_50its", CPU_METHODS, seeds=(0, 1, 2),
-        make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
-        pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "32"),
-        labels={1: "anterior", 2: "posterior"}) for k in (1, 2, 3, 4)),
+    HIPPOCAMPUS5_CPU,
+    # the same profile on other draws of which cases are labeled / test: only the conversion seed differs
+    *(replace(HIPPOCAMPUS5_CPU, name=f"hippocampus5-cpu-split{k}", dataset_id=960 + k,
+              prepare=functools.partial(datasets.hippocampus_5_labeled, split_seed=k),
+              description=f"hippocampus5-cpu with another draw of which cases are labeled / test (conversion seed "
+                          f"{k} instead of 0); everything else is the same (plans, budget, unlabeled pool size). "
+                          "Measures how much the reference and the gain depend on which 5 cases are labeled.")
+      for k in (1, 2, 3, 4)),
     Profile(
         "hippocampus-cpu",
         "MSD Hippocampus (real, ../shared/data): 5 labeled training cases, 40 labeled cases held out as test, the "
