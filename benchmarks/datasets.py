@@ -42,6 +42,35 @@ def _acdc(raw_root: str, dataset_id: int, num_labeled: int) -> str:
         output_root=raw_root, val_as_test=True)
 
 
+#: the benchmark protocol's ACDC split: test = the 10 val.list patients, validation = 5 training patients held out
+#: with RandomState(0) (never SSL4MIS's 3 labeled ones), the same for every labeled draw
+ACDC_PROTOCOL_VALIDATION = dict(val_as_test=True, num_val_from_train=5, val_seed=0)
+
+
+def acdc_3_labeled_draw(raw_root: str, dataset_id: int, draw: int = 0) -> str:
+    """ACDC at 3 labeled patients under the benchmark protocol: draw 0 = SSL4MIS's own 3 patients (train.list
+    order), draw d > 0 = 3 patients drawn with ``RandomState(d)`` from the training patients left after the
+    validation draw. Test (the 10 val.list patients) and validation (5 held-out training patients) are the same
+    for every draw; the other training patients are unlabeled."""
+    from dataset_conversion.acdc import convert_acdc_h5
+
+    selection = dict(selection="list") if draw == 0 else dict(selection="random", seed=draw)
+    return _existing(raw_root, dataset_id) or convert_acdc_h5(
+        _source(SHARED_DATA / "acdc_h5"), num_labeled=3, dataset_id=dataset_id, output_root=raw_root,
+        **selection, **ACDC_PROTOCOL_VALIDATION)
+
+
+def acdc_all_labeled(raw_root: str, dataset_id: int) -> str:
+    """The all-labeled bound of the ACDC protocol: every training patient labeled except the 5 validation patients
+    (which are drawn before the labeled ones, so they are the same as in :func:`acdc_3_labeled_draw`)."""
+    from dataset_conversion.acdc import convert_acdc_h5
+
+    # 65 = 70 training patients - 5 validation; num_labeled=3 reserves SSL4MIS's 3 from the validation draw as above
+    return _existing(raw_root, dataset_id) or convert_acdc_h5(
+        _source(SHARED_DATA / "acdc_h5"), num_labeled=65, selection="list", dataset_id=dataset_id,
+        output_root=raw_root, val_as_test=True, num_val_from_train=5, val_seed=0, val_reserved_first=3)
+
+
 def acdc_3_labeled(raw_root: str, dataset_id: int) -> str:
     return _acdc(raw_root, dataset_id, 3)
 

@@ -24,6 +24,13 @@ class Method:
     #: extra nnUNetv2_train arguments; ``{pretrained:<method>}`` is replaced by that pretraining's checkpoint
     train_args: Tuple[str, ...] = ()
     configurations: Tuple[str, ...] = ("2d", "3d_fullres")
+    #: budget variant replacing the profile's (a longer run of the same trainer, e.g. the 2x reference)
+    budget: Optional[str] = None
+    #: "draw": the profile's labeled draw; "bound": the all-labeled dataset (every training case labeled)
+    dataset: str = "draw"
+    #: ensemble control: ensemble the test probabilities of this method's runs of two different seeds with
+    #: nnU-Net's ``nnUNetv2_ensemble`` (no training of its own)
+    ensemble_of: Optional[str] = None
 
 
 METHODS: Dict[str, Method] = {m.key: m for m in (
@@ -51,6 +58,15 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("fixmatch_ce", "nnUNetTrainerFixMatch_ce", "FixMatch with the paper's CE over the confident voxels"),
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
+    Method("labeled_only_2x", "nnUNetTrainerLabeledOnly", "the reference at twice the iterations (convergence check)",
+           budget="double"),
+    Method("cps_2x", "nnUNetTrainerCPS", "CPS (default) at twice the iterations (does the method need longer?)",
+           budget="double"),
+    Method("fixmatch_2x", "nnUNetTrainerFixMatch", "FixMatch (default) at twice the iterations", budget="double"),
+    Method("all_labeled", "nnUNetTrainerLabeledOnly", "the upper bound: every training case labeled, same budget",
+           dataset="bound"),
+    Method("labeled_only_ensemble", "nnUNetTrainerLabeledOnly", "ensemble control: the labeled-only networks of two "
+           "seeds (s and the next seed of the profile) averaged by nnUNetv2_ensemble", ensemble_of="labeled_only"),
     Method("mmgl", "nnUNetTrainerMMGL", "MMGL (multi-scale multi-view global-local contrastive pretraining, "
            "then deeply supervised fine-tuning on the labeled cases)",
            pretrain=(("mmgl_global", ()), ("mmgl_local", ())), configurations=("2d",)),
@@ -75,6 +91,17 @@ class Profile:
     pretrain_budget: Tuple[str, ...] = ()  # extra nnunet_semi_pretrain arguments (epochs, iterations, batch)
     labels: Dict[int, str] = field(default_factory=dict)
     disable_tta: bool = True
+    #: labeled draws (the benchmark protocol): ``prepare(raw, dataset_id + draw, draw=draw)`` converts draw ``draw``
+    #: with the SAME test and validation cases; None = one dataset (the older profiles)
+    draws: Optional[Sequence[int]] = None
+    #: the all-labeled bound: ``bound(raw, bound_dataset_id)`` (same test and validation cases, every other
+    #: training case labeled)
+    bound: Optional[Callable[[str, int], str]] = None
+    bound_dataset_id: Optional[int] = None
+    #: the fold validates on held-out labeled validation cases: their Dice (nnU-Net's final validation) is recorded
+    validation: bool = False
+    #: budget of the ``budget="double"`` methods
+    double_budget: Optional[str] = None
 
 
 CPU_METHODS = ("labeled_only", "cps", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "mean_teacher_dice", "uamt", "entmin", "urpc", "mcnet", "dtc",
@@ -94,8 +121,27 @@ HIPPOCAMPUS5_CPU = Profile(
     pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "32"),
     labels={1: "anterior", 2: "posterior"})
 
+ACDC3_CPU = Profile(
+    "acdc3-cpu",
+    "ACDC from ../shared/data/acdc_h5 (SSL4MIS h5) under the benchmark protocol: 3 labeled patients (draw 0: "
+    "SSL4MIS's own 3; draws 1, 2: seeded draws), 5 held-out labeled validation patients (the same for every draw; "
+    "nnU-Net's fold validates on them: settings are chosen there), the other 62 training patients unlabeled, test = "
+    "the 10 val.list patients (20 volumes), the same for every draw and read once per final setting; 2d at half "
+    "in-plane resolution (3.0 mm; patch 128 x 128), plans with 8..64 features and batch 8 labeled (+ the method's "
+    "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
+    "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
+    ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "all_labeled", "labeled_only_2x", "cps_2x",
+     "fixmatch_2x", "unimatch", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
+    seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
+                                     spacing_factor=2.0),
+    preprocess_plans=True,
+    pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "16"),
+    labels={1: "RV", 2: "Myo", 3: "LV"}, draws=(0, 1, 2), bound=datasets.acdc_all_labeled, bound_dataset_id=979,
+    validation=True, double_budget="_80epochs_50its")
+
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
     HIPPOCAMPUS5_CPU,
+    ACDC3_CPU,
     # the same profile on other draws of which cases are labeled / test: only the conversion seed differs
     *(replace(HIPPOCAMPUS5_CPU, name=f"hippocampus5-cpu-split{k}", dataset_id=960 + k,
               prepare=functools.partial(datasets.hippocampus_5_labeled, split_seed=k),
@@ -146,7 +192,11 @@ PROFILES: Dict[str, Profile] = {p.name: p for p in (
 
 
 def trainer_name(method: Method, profile: Profile) -> str:
-    return method.trainer + profile.budget
+    if method.budget == "double":
+        if not profile.double_budget:
+            raise ValueError(f"profile {profile.name} has no double_budget for method {method.key}")
+        return method.trainer + profile.double_budget
+    return method.trainer + (method.budget if method.budget is not None else profile.budget)
 
 
 def methods_of(profile: Profile, keys: Optional[Sequence[str]] = None) -> List[Method]:

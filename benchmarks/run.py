@@ -1,14 +1,27 @@
 """Accuracy benchmark: the labeled-only nnU-Net against every semi-/self-supervised method, same protocol.
 
-``python -m benchmarks.run --profile hippocampus-cpu [--methods labeled_only cps ...] [--seeds 0 1]``
+``python -m benchmarks.run --profile acdc3-cpu [--methods labeled_only cps ...] [--seeds 0 1] [--draws 0 1]``
 
 For a profile (``benchmarks/profiles.py``): converts the dataset from ``../shared/data`` with the project's converter,
-plans and preprocesses it with nnU-Net (and derives the profile's plans), then for every seed and method runs the
-method's pretraining (``nnunet_semi_pretrain``), ``nnUNetv2_train`` with the trainer's budget variant,
-``nnUNetv2_predict`` on the held-out ``imagesTs`` and evaluates against ``labelsTs`` (per-class Dice, HD95, ASSD;
-``nnunet_semi.apps.metrics``). Every step is skipped when its output exists, so an interrupted benchmark continues
-where it stopped. Results: ``benchmarks/results/<profile>/`` (``results.md``, ``results.csv``, ``dice.png``,
-``runs/*.json`` with each run's metrics and wall times, ``commands.sh`` with the exact commands in order).
+plans and preprocesses it with nnU-Net (and derives the profile's plans), then for every labeled draw, seed and
+method runs the method's pretraining (``nnunet_semi_pretrain``), ``nnUNetv2_train`` with the trainer's budget
+variant, ``nnUNetv2_predict`` on the held-out ``imagesTs`` and evaluates against ``labelsTs`` (per-class Dice, HD95,
+ASSD; ``nnunet_semi.apps.metrics``). Every step is skipped when its output exists, so an interrupted benchmark
+continues where it stopped. Results: ``benchmarks/results/<profile>/`` (``results.md``, ``results.csv``,
+``dice.png``, ``runs/*.json`` with each run's metrics, wall times and provenance, ``commands.sh`` with the exact
+commands in order).
+
+The protocol (profiles with ``draws``; ``benchmarks/README.md``):
+
+* one fixed test set and one fixed validation set per dataset; several labeled draws (``--draws``), each with its
+  paired seeds; the headline is the mean over all draws;
+* settings are chosen on the validation cases: nnU-Net's fold validates on them at the end of every training and
+  their Dice is recorded in the run (``validation``); ``--validation-only`` trains and records the validation Dice
+  WITHOUT predicting the test set (a candidate setting: the test set is read once per final setting);
+* mean ± sample standard deviation (n - 1) over seeds, gains paired by seed, ``dice.png`` shows every paired gain;
+* ``all_labeled`` (the bound: every training case labeled) turns each gain into the fraction of the
+  labeled-only -> all-labeled distance it closes; ``labeled_only_ensemble`` is the ensemble control of the
+  two-network trainers (two labeled-only networks of different seeds averaged by ``nnUNetv2_ensemble``).
 """
 import argparse
 import json
@@ -27,10 +40,34 @@ from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+BOUND = "all"  # the draw key of the all-labeled bound's runs
 
 
 def bin_path(name: str) -> str:
     return installed_command(name) or name
+
+
+def sample_std(values) -> float:
+    """Sample standard deviation (n - 1); 0 for a single value."""
+    values = list(values)
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def code_version() -> dict:
+    """The project commit the run used and whether the working tree differed from it."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status)}
+
+
+def run_file_name(method: str, seed: int, draw=None) -> str:
+    """``<method>_seed<s>.json`` for draw 0 / single-dataset profiles (the older results), else
+    ``<method>_draw<d>_seed<s>.json``."""
+    return f"{method}_seed{seed}.json" if draw in (None, 0) else f"{method}_draw{draw}_seed{seed}.json"
 
 
 class Runner:
@@ -53,6 +90,20 @@ class Runner:
         self.threads = threads  # torch threads per training (nnUNet_semi_threads): two 1-thread chains share 2 cores
         self.env = env
         self.commands = self.results / "commands.sh"
+        self.raw_by_draw: Dict[object, Path] = {}
+        self._ran: List[str] = []  # the command lines of the current run (its provenance)
+
+    @property
+    def raw(self) -> Path:
+        """The dataset of draw 0 (single-dataset profiles: the only one)."""
+        return self.raw_by_draw[self._default_draw()]
+
+    @raw.setter
+    def raw(self, value: Path) -> None:
+        self.raw_by_draw[self._default_draw()] = Path(value)
+
+    def _default_draw(self):
+        return self.profile.draws[0] if self.profile.draws else None
 
     def seed_env(self, seed: int) -> dict:
         env = {**self.env, "nnUNet_results": str(self.work / f"results_seed{seed}"), SEED_ENV: str(seed)}
@@ -66,8 +117,10 @@ class Runner:
         cmd = [str(c) for c in cmd]
         shown = {k: env[k] for k in ("nnUNet_results", SEED_ENV, "nnUNet_n_proc_DA", THREADS_ENV) if k in env}
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()) + " " + " ".join(map(shlex.quote, cmd))
+        line = line.replace(str(self.work), "$WORK").replace(str(REPO) + "/", "")
         with open(self.commands, "a") as f:
-            f.write(line.replace(str(self.work), "$WORK").replace(str(REPO) + "/", "") + "\n")
+            f.write(line + "\n")
+        self._ran.append(line)
         print(f"[{time.strftime('%H:%M:%S')}] {title}", flush=True)
         start = time.time()
         log = self.work / "logs" / f"{log_name}.log"
@@ -81,15 +134,28 @@ class Runner:
         return seconds
 
     # ---------------------------------------------------------------- dataset, plans
-    def prepare(self) -> Path:
+    def prepare(self, draw=None) -> Path:
+        """Convert (once), plan and preprocess the dataset of ``draw`` (``BOUND``: the all-labeled dataset; None:
+        the profile's only dataset)."""
         p = self.profile
-        raw = Path(p.prepare(self.env["nnUNet_raw"], p.dataset_id))
-        self.raw = raw
+        if draw == BOUND:
+            if p.bound is None:
+                raise ValueError(f"profile {p.name} has no all-labeled bound")
+            dataset_id = p.bound_dataset_id
+            raw = Path(p.bound(self.env["nnUNet_raw"], dataset_id))
+        elif draw is None:
+            dataset_id = p.dataset_id
+            raw = Path(p.prepare(self.env["nnUNet_raw"], dataset_id))
+        else:
+            dataset_id = p.dataset_id + int(draw)
+            raw = Path(p.prepare(self.env["nnUNet_raw"], dataset_id, draw=int(draw)))
+        self.raw_by_draw[draw] = raw
         pre = self.work / "preprocessed" / raw.name
+        suffix = "" if draw is None else f"_draw{draw}"
         if not (pre / "nnUNetPlans.json").is_file():
-            self.step("plan and preprocess (nnU-Net)",
-                      [bin_path("nnUNetv2_plan_and_preprocess"), "-d", p.dataset_id, "-c", p.configuration,
-                       "-np", "2", "-npfp", "2"], self.env, "plan_and_preprocess")
+            self.step(f"plan and preprocess {raw.name} (nnU-Net)",
+                      [bin_path("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "-c", p.configuration,
+                       "-np", "2", "-npfp", "2"], self.env, f"plan_and_preprocess{suffix}")
         if p.make_plans and not (pre / f"{p.plans}.json").is_file():
             from nnunet_semi.apps.small_plans import make_small_plans
 
@@ -102,61 +168,144 @@ class Runner:
             identifier = json.loads((pre / f"{p.plans}.json").read_text())["configurations"][p.configuration][
                 "data_identifier"]
             if not (pre / identifier).is_dir():
-                self.step(f"preprocess for {p.plans}",
-                          [bin_path("nnUNetv2_preprocess"), "-d", p.dataset_id, "-plans_name", p.plans, "-c",
-                           p.configuration, "-np", "2"], self.env, "preprocess_plans")
+                self.step(f"preprocess {raw.name} for {p.plans}",
+                          [bin_path("nnUNetv2_preprocess"), "-d", dataset_id, "-plans_name", p.plans, "-c",
+                           p.configuration, "-np", "2"], self.env, f"preprocess_plans{suffix}")
+        if p.draws is not None and draw != BOUND and any((raw / "imagesUnlabeled").glob("*")):
+            # once, before any training: two chains starting a semi-supervised trainer on the same dataset would
+            # otherwise both preprocess the unlabeled pool (the cache is incremental: a no-op when up to date)
+            self.step(f"preprocess the unlabeled images of {raw.name}",
+                      [bin_path("nnunet_semi_preprocess_unlabeled"), "-d", dataset_id, "-c", p.configuration, "-p",
+                       p.plans, "-np", "2"], self.env, f"preprocess_unlabeled{suffix}")
         return raw
 
+    def dataset_of(self, method: Method, draw):
+        """The draw key a method's run uses: the bound's for ``all_labeled``, else the labeled draw."""
+        return BOUND if method.dataset == "bound" else draw
+
+    def run_path(self, method: Method, seed: int, draw, validation_only: bool = False) -> Path:
+        folder = "validation_runs" if validation_only else "runs"
+        return self.results / folder / run_file_name(method.key, seed, self.dataset_of(method, draw))
+
     # ---------------------------------------------------------------- one method, one seed
-    def run_method(self, method: Method, seed: int) -> dict:
-        p, env = self.profile, self.seed_env(seed)
-        out = self.results / "runs" / f"{method.key}_seed{seed}.json"
+    def run_method(self, method: Method, seed: int, draw=None, validation_only: bool = False) -> Optional[dict]:
+        """Train (or reuse), predict the test set (unless ``validation_only``) and record one run. An ensemble
+        control method trains nothing: it ensembles two runs of ``method.ensemble_of``."""
+        p = self.profile
+        draw = self.dataset_of(method, draw)
+        out = self.run_path(method, seed, draw, validation_only)
         if out.is_file():
             return json.loads(out.read_text())
-        timings: Dict[str, float] = {}
-        pretrained: Dict[str, str] = {}
-        for pre_method, extra in method.pretrain:
-            final = self._pretrain_checkpoint(env, pre_method)
-            if final is None:
-                timings[f"pretrain_{pre_method}_s"] = self.step(
-                    f"seed {seed} {method.key}: pretraining {pre_method}",
-                    [bin_path("nnunet_semi_pretrain"), "-d", p.dataset_id, "-c", p.configuration, "-p", p.plans,
-                     "-m", pre_method, "-device", p.device, *p.pretrain_budget, *extra], env,
-                    f"seed{seed}_pretrain_{pre_method}")
-                final = self._pretrain_checkpoint(env, pre_method)
-            pretrained[pre_method] = str(final)
-        trainer = trainer_name(method, p)
-        fold = self.fold_folder(env["nnUNet_results"], trainer)
-        if not (fold / "checkpoint_final.pth").is_file():
-            args = [a.format(**{f"pretrained:{k}": v for k, v in pretrained.items()}) for a in method.train_args]
-            timings["train_s"] = self.step(
-                f"seed {seed} {method.key}: nnUNetv2_train -tr {trainer}",
-                [bin_path("nnUNetv2_train"), p.dataset_id, p.configuration, "0", "-tr", trainer, "-p", p.plans,
-                 "-device", p.device, *args], env, f"seed{seed}_{method.key}_train")
-        pred = self.work / "predictions" / f"seed{seed}" / method.key
-        cmd = [bin_path("nnUNetv2_predict"), "-i", self.raw / "imagesTs", "-o", pred, "-d", p.dataset_id, "-c",
-               p.configuration, "-f", "0", "-tr", trainer, "-p", p.plans, "-device", p.device, "-npp", "1",
-               "-nps", "1"] + (["--disable_tta"] if p.disable_tta else [])
-        timings["predict_s"] = self.step(f"seed {seed} {method.key}: nnUNetv2_predict", cmd, env,
-                                         f"seed{seed}_{method.key}_predict")
-        from nnunet_semi.apps.metrics import evaluate_folders
-
-        labels = sorted(p.labels)
-        metrics = evaluate_folders(str(self.raw / "labelsTs"), str(pred), labels, [p.labels[c] for c in labels],
-                                   num_processes=1)
-        record = {"method": method.key, "trainer": trainer, "seed": seed, "profile": p.name,
-                  "summary": metrics["summary"], "timings": timings,
-                  "train_log": self._train_log_timing(fold)}
+        if draw not in self.raw_by_draw:
+            self.prepare(draw)
+        raw = self.raw_by_draw[draw]
+        self._ran = []
+        started = time.time()
+        if method.ensemble_of:
+            record = self._ensemble_control(method, seed, draw, raw)
+            if record is None:
+                return None
+        else:
+            record = self._train_and_evaluate(method, seed, draw, raw, validation_only)
+        record["provenance"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                                "ended": time.strftime("%Y-%m-%dT%H:%M:%S"), **code_version(),
+                                "commands": self._ran}
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))
         return record
 
-    def fold_folder(self, results_root: str, trainer: str) -> Path:
+    def _train_and_evaluate(self, method: Method, seed: int, draw, raw: Path, validation_only: bool) -> dict:
+        p, env = self.profile, self.seed_env(seed)
+        timings: Dict[str, float] = {}
+        pretrained: Dict[str, str] = {}
+        for pre_method, extra in method.pretrain:
+            final = self._pretrain_checkpoint(env, pre_method, raw)
+            if final is None:
+                timings[f"pretrain_{pre_method}_s"] = self.step(
+                    f"seed {seed} {method.key}: pretraining {pre_method}",
+                    [bin_path("nnunet_semi_pretrain"), "-d", raw.name, "-c", p.configuration, "-p", p.plans,
+                     "-m", pre_method, "-device", p.device, *p.pretrain_budget, *extra], env,
+                    f"{self._tag(draw)}seed{seed}_pretrain_{pre_method}")
+                final = self._pretrain_checkpoint(env, pre_method, raw)
+            pretrained[pre_method] = str(final)
+        trainer = trainer_name(method, p)
+        fold = self.fold_folder(env["nnUNet_results"], trainer, raw)
+        if not (fold / "checkpoint_final.pth").is_file():
+            args = [a.format(**{f"pretrained:{k}": v for k, v in pretrained.items()}) for a in method.train_args]
+            timings["train_s"] = self.step(
+                f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_train -tr {trainer}",
+                [bin_path("nnUNetv2_train"), raw.name, p.configuration, "0", "-tr", trainer, "-p", p.plans,
+                 "-device", p.device, *args], env, f"{self._tag(draw)}seed{seed}_{method.key}_train")
+        record = {"method": method.key, "trainer": trainer, "seed": seed, "profile": p.name, "dataset": raw.name,
+                  "timings": timings, "train_log": self._train_log_timing(fold)}
+        if draw is not None:
+            record["draw"] = draw
+        if p.validation:
+            record["validation"] = self.evaluate(raw / "labelsTr", fold / "validation", allow_missing=True)
+        if validation_only:
+            return record
+        pred = self.prediction_folder(method, seed, draw)
+        cmd = [bin_path("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", raw.name, "-c",
+               p.configuration, "-f", "0", "-tr", trainer, "-p", p.plans, "-device", p.device, "-npp", "1",
+               "-nps", "1"] + (["--disable_tta"] if p.disable_tta else []) + \
+            (["--save_probabilities"] if self._ensembled(method) else [])
+        timings["predict_s"] = self.step(f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_predict", cmd, env,
+                                         f"{self._tag(draw)}seed{seed}_{method.key}_predict")
+        record["summary"] = self.evaluate(raw / "labelsTs", pred)
+        return record
+
+    def _ensemble_control(self, method: Method, seed: int, draw, raw: Path) -> Optional[dict]:
+        """nnUNetv2_ensemble of the test probabilities of ``method.ensemble_of`` at ``seed`` and at the next seed of
+        the profile (cyclically); None while either run is missing."""
+        seeds = list(self.profile.seeds)
+        if seed not in seeds or len(seeds) < 2:
+            return None
+        partner = seeds[(seeds.index(seed) + 1) % len(seeds)]
+        member = METHODS[method.ensemble_of]
+        folders = [self.prediction_folder(member, s, draw) for s in (seed, partner)]
+        if not all(self.run_path(member, s, draw).is_file() and any(f.glob("*.npz")) for s, f in
+                   zip((seed, partner), folders)):
+            print(f"    {method.key} seed {seed}: waiting for {member.key} seeds {seed} and {partner}", flush=True)
+            return None
+        out = self.prediction_folder(method, seed, draw)
+        seconds = self.step(f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_ensemble seeds {seed} + {partner}",
+                            [bin_path("nnUNetv2_ensemble"), "-i", *folders, "-o", out, "-np", "1"], self.env,
+                            f"{self._tag(draw)}seed{seed}_{method.key}")
+        record = {"method": method.key, "trainer": f"{trainer_name(member, self.profile)} x2 (seeds {seed}, "
+                  f"{partner})", "seed": seed, "profile": self.profile.name, "dataset": raw.name,
+                  "ensembled_seeds": [seed, partner], "timings": {"ensemble_s": seconds},
+                  "summary": self.evaluate(raw / "labelsTs", out)}
+        if draw is not None:
+            record["draw"] = draw
+        return record
+
+    def _ensembled(self, method: Method) -> bool:
+        return any(m.ensemble_of == method.key for m in METHODS.values() if m.key in self.profile.methods)
+
+    def evaluate(self, gt: Path, pred: Path, allow_missing: bool = False) -> dict:
+        from nnunet_semi.apps.metrics import evaluate_folders
+
+        labels = sorted(self.profile.labels)
+        return evaluate_folders(str(gt), str(pred), labels, [self.profile.labels[c] for c in labels],
+                                num_processes=1, allow_missing=allow_missing)["summary"]
+
+    @staticmethod
+    def _tag(draw) -> str:
+        return "" if draw is None else f"draw{draw}_"
+
+    def prediction_folder(self, method: Method, seed: int, draw) -> Path:
+        sub = f"seed{seed}" if draw is None else f"draw{draw}/seed{seed}"
+        return self.work / "predictions" / sub / method.key
+
+    def fold_folder(self, results_root: str, trainer: str, raw: Optional[Path] = None) -> Path:
         """nnU-Net's fold-0 output folder of ``trainer`` with this profile's plans and configuration."""
         p = self.profile
-        return Path(results_root) / self.raw.name / f"{trainer}__{p.plans}__{p.configuration}" / "fold_0"
+        raw = raw if raw is not None else self.raw
+        return Path(results_root) / raw.name / f"{trainer}__{p.plans}__{p.configuration}" / "fold_0"
 
-    def _pretrain_checkpoint(self, env: dict, pre_method: str) -> Optional[Path]:
-        base = Path(env["nnUNet_results"]) / self.raw.name
+    def _pretrain_checkpoint(self, env: dict, pre_method: str, raw: Optional[Path] = None) -> Optional[Path]:
+        raw = raw if raw is not None else self.raw
+        base = Path(env["nnUNet_results"]) / raw.name
         found = sorted(base.glob(f"*Pretrain__{self.profile.plans}__{self.profile.configuration}/fold_0/"
                                  f"checkpoint_final.pth"))
         from pretraining.cli import PRETRAINERS
@@ -186,83 +335,199 @@ class Runner:
 
 
 # -------------------------------------------------------------------- aggregation
-def aggregate(profile: Profile, records: List[dict], results: Path) -> str:
+def _dice(record: dict, part: str = "summary", name: str = "mean") -> float:
+    return record[part][name]["dice"]["mean"]
+
+
+def paired_gains(records: List[dict], base: List[dict], part: str = "summary") -> List[float]:
+    """``method - labeled-only`` per (draw, seed) that both ran, in Dice points."""
+    reference = {(r.get("draw"), r["seed"]): _dice(r, part) for r in base if part in r}
+    return [100 * (_dice(r, part) - reference[(r.get("draw"), r["seed"])]) for r in records
+            if part in r and (r.get("draw"), r["seed"]) in reference]
+
+
+def aggregate(profile: Profile, records: List[dict], results: Path,
+              validation_records: Optional[List[dict]] = None) -> str:
     import matplotlib
 
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
     names = [profile.labels[c] for c in sorted(profile.labels)]
-    by_method: Dict[str, List[dict]] = {}
-    for r in records:
-        by_method.setdefault(r["method"], []).append(r)
+    records = [r for r in records if "summary" in r]
+    bound = [r for r in records if r.get("draw") == BOUND]
+    records = [r for r in records if r.get("draw") != BOUND]
+    draws = sorted({r.get("draw") for r in records}, key=lambda d: (d is None, d))
+    multi = profile.draws is not None
 
-    def stat(rs, name, metric):
-        values = [r["summary"][name][metric]["mean"] for r in rs]
-        return float(np.mean(values)), float(np.std(values)), len(values)
+    def group(rs):
+        out: Dict[str, List[dict]] = {}
+        for r in rs:
+            out.setdefault(r["method"], []).append(r)
+        return out
 
-    base = by_method.get("labeled_only")
-    base_by_seed = {r["seed"]: r["summary"]["mean"]["dice"]["mean"] for r in base or []}
+    def stat(rs, name, metric, part="summary"):
+        values = [r[part][name][metric]["mean"] for r in rs]
+        return float(np.mean(values)), sample_std(values), len(values)
 
-    def gain(rs) -> str:
-        """Paired with the labeled-only run of the same seed: mean over the shared seeds (seed variance is large on
-        short budgets, so a one-seed row is compared with the baseline's run of that seed, not its mean)."""
-        diffs = [r["summary"]["mean"]["dice"]["mean"] - base_by_seed[r["seed"]]
-                 for r in rs if r["seed"] in base_by_seed]
-        return f"{100 * float(np.mean(diffs)):+.2f} ({len(diffs)})" if diffs else ""
+    def pm(m, sd, n):
+        return f"{100 * m:.2f} ± {100 * sd:.2f}" if n > 1 else f"{100 * m:.2f}"
 
-    header = ["method", "trainer", "seeds", "mean Dice (%)", "gain vs labeled-only, same seeds (points, n)"] + \
+    def gain_text(diffs) -> str:
+        """Paired with the labeled-only run of the same draw and seed (seed variance is large on short budgets, so
+        a one-seed row is compared with the baseline's run of that seed, not its mean)."""
+        if not diffs:
+            return ""
+        spread = f" ± {sample_std(diffs):.2f}" if len(diffs) > 1 else ""
+        return f"{np.mean(diffs):+.2f}{spread} ({len(diffs)}: " + " / ".join(f"{d:+.2f}" for d in diffs) + ")"
+
+    bound_dice = float(np.mean([_dice(r) for r in bound])) if bound else None
+    header = ["method", "trainer", "seeds", "mean Dice (%)", "gain vs labeled-only, paired (points: mean ± sd (n: "
+              "per seed))"] + (["closes (% of labeled-only → all-labeled)"] if bound else []) + \
+        (["validation Dice (%)"] if profile.validation else []) + \
         [f"Dice {n} (%)" for n in names] + ["HD95 (mm)", "ASSD (mm)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    csv = [",".join(["method", "trainer", "seeds", "dice_mean", "dice_std", "gain"] + [f"dice_{n}" for n in names]
-                    + ["hd95", "assd"])]
-    for key, rs in by_method.items():
-        d, s, n = stat(rs, "mean", "dice")
-        paired = "" if key == "labeled_only" else gain(rs)
-        per_class = [stat(rs, name, "dice") for name in names]
-        hd, assd = stat(rs, "mean", "hd95"), stat(rs, "mean", "assd")
-        pm = (lambda m, sd: f"{100 * m:.2f} ± {100 * sd:.2f}") if n > 1 else (lambda m, sd: f"{100 * m:.2f}")
-        lines.append("| " + " | ".join([key, rs[0]["trainer"], str(n), pm(d, s), paired or "—"]
-                                       + [pm(m, sd) for m, sd, _ in per_class]
-                                       + [f"{hd[0]:.2f}", f"{assd[0]:.2f}"]) + " |")
-        csv.append(",".join(map(str, [key, rs[0]["trainer"], n, d, s, paired.split(" ")[0]]
-                                + [m for m, _, _ in per_class] + [hd[0], assd[0]])))
-    table = "\n".join(lines)
+    csv = [",".join(["draw", "method", "trainer", "seeds", "dice_mean", "dice_sd", "gain", "gain_sd", "closed",
+                     "validation_dice"] + [f"dice_{n}" for n in names] + ["hd95", "assd"])]
+    sections: List[str] = []
+    gains_by_method: Dict[str, List[tuple]] = {}  # method -> [(draw, seed, gain)]
+    for draw in draws:
+        rs = [r for r in records if r.get("draw") == draw]
+        by_method = group(rs)
+        base = by_method.get("labeled_only", [])
+        base_mean = float(np.mean([_dice(r) for r in base])) if base else None
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for key, mrs in by_method.items():
+            d, s, n = stat(mrs, "mean", "dice")
+            diffs = [] if key == "labeled_only" else paired_gains(mrs, base)
+            for r, g in zip([r for r in mrs if (r["seed"]) in {b["seed"] for b in base}], diffs):
+                gains_by_method.setdefault(key, []).append((draw, r["seed"], g))
+            closed = ""
+            if bound_dice is not None and base_mean is not None and diffs and bound_dice > base_mean:
+                closed = f"{np.mean(diffs) / (100 * (bound_dice - base_mean)) * 100:.0f} %"
+            val = [r for r in mrs if "validation" in r]
+            val_text = pm(*stat(val, "mean", "dice", "validation")) if val else "—"
+            per_class = [stat(mrs, name, "dice") for name in names]
+            hd, assd = stat(mrs, "mean", "hd95"), stat(mrs, "mean", "assd")
+            row = [key, mrs[0]["trainer"], str(n), pm(d, s, n), gain_text(diffs) or "—"] + \
+                ([closed or "—"] if bound else []) + ([val_text] if profile.validation else []) + \
+                [pm(*c) for c in per_class] + [f"{hd[0]:.2f}", f"{assd[0]:.2f}"]
+            lines.append("| " + " | ".join(row) + " |")
+            csv.append(",".join(map(str, [draw if draw is not None else "", key, mrs[0]["trainer"], n, d, s,
+                                          np.mean(diffs) if diffs else "", sample_std(diffs) if diffs else "",
+                                          closed.rstrip(" %"), stat(val, "mean", "dice", "validation")[0] if val
+                                          else ""] + [m for m, _, _ in per_class] + [hd[0], assd[0]])))
+        title = [] if not multi else [f"### Labeled draw {draw}" + (f" ({_draw_cases(rs)})" if _draw_cases(rs)
+                                                                     else ""), ""]
+        sections.append("\n".join(title + lines))
+    if bound:
+        csv.append(",".join(map(str, [BOUND, "all_labeled", bound[0]["trainer"], len(bound), bound_dice,
+                                      sample_std([_dice(r) for r in bound]), "", "", "", ""] +
+                                [stat(bound, n, "dice")[0] for n in names] +
+                                [stat(bound, "mean", "hd95")[0], stat(bound, "mean", "assd")[0]])))
+    headline = []
+    if multi and gains_by_method:
+        headline = ["### Headline: mean paired gain over the labeled draws", "",
+                    "| method | draws | mean over draws of the per-draw paired gain (points) | per draw |", "|---|---|---|---|"]
+        for key, items in gains_by_method.items():
+            per_draw = {}
+            for draw, _, g in items:
+                per_draw.setdefault(draw, []).append(g)
+            means = [float(np.mean(v)) for v in per_draw.values()]
+            headline.append(f"| {key} | {len(means)} | {np.mean(means):+.2f}" +
+                            (f" ± {sample_std(means):.2f}" if len(means) > 1 else "") + " | " +
+                            " / ".join(f"draw {d}: {np.mean(v):+.2f} ({len(v)})" for d, v in per_draw.items()) + " |")
+        headline.append("")
+    if bound:
+        headline += [f"All-labeled bound (`all_labeled`, every training case labeled, same budget, seed "
+                     f"{'/'.join(str(r['seed']) for r in bound)}): {100 * bound_dice:.2f} mean Dice; per class " +
+                     ", ".join(f"{n} {100 * stat(bound, n, 'dice')[0]:.2f}" for n in names) + ".", ""]
+    validation_table = _validation_table(profile, validation_records or [])
+    table = "\n\n".join(sections)
     (results / "results.csv").write_text("\n".join(csv) + "\n")
     md = [f"# {profile.name}", "", profile.description, "",
           f"Test cases: labelsTs of the converted dataset; metrics of `nnunet_semi.apps.metrics` (mean over test "
-          f"cases, then over seeds: mean ± std when several seeds ran). Reproduce: `python -m benchmarks.run "
-          f"--profile {profile.name}`; the exact commands are in `commands.sh`. Wall times are in `runs/*.json` (they "
-          f"depend on what else the machine ran); the cost of each method per iteration is measured separately in "
-          f"`cost.md`.", "", table, ""]
+          f"cases, then over seeds: mean ± sample standard deviation (n − 1) when several seeds ran). Gains are "
+          f"paired with the labeled-only run of the same draw and seed. Reproduce: `python -m benchmarks.run "
+          f"--profile {profile.name}`; the exact commands are in `commands.sh`, each run's commands, code commit and "
+          f"start / end time in `runs/*.json`. Wall times depend on what else the machine ran; the cost of each "
+          f"method per iteration is measured separately in `cost.md`.", ""] + headline + [table, ""]
+    if validation_table:
+        md += [validation_table, ""]
     reading = results / "reading.md"  # the hand-written interpretation of these numbers, kept across re-runs
     if reading.is_file():
         md += [reading.read_text().rstrip(), ""]
     (results / "results.md").write_text("\n".join(md))
+    _plot(profile, records, gains_by_method, results, plt)
+    return "\n\n".join(([ "\n".join(headline)] if headline else []) + [table])
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(by_method)), 4.5))
-    keys = list(by_method)
-    means = [100 * stat(by_method[k], "mean", "dice")[0] for k in keys]
-    stds = [100 * stat(by_method[k], "mean", "dice")[1] for k in keys]
-    colors = ["0.6" if k == "labeled_only" else "tab:blue" for k in keys]
-    ax.bar(range(len(keys)), means, yerr=stds, color=colors, capsize=4, alpha=0.6)
-    for i, k in enumerate(keys):  # every seed as a dot, labelled with its seed
-        for r in by_method[k]:
-            value = 100 * r["summary"]["mean"]["dice"]["mean"]
-            ax.plot(i, value, "o", color="k", markersize=4)
-            ax.annotate(str(r["seed"]), (i, value), xytext=(4, 0), textcoords="offset points", fontsize=7,
-                        va="center")
-    if base:
-        ax.axhline(100 * stat(base, "mean", "dice")[0], color="0.3", linestyle="--", linewidth=1, label="labeled-only")
-        ax.legend()
+
+def _draw_cases(records: List[dict]) -> str:
+    return records[0].get("dataset", "") if records else ""
+
+
+def _validation_table(profile: Profile, records: List[dict]) -> str:
+    """Candidate settings (``--validation-only`` runs): their validation Dice, paired with labeled-only's."""
+    records = [r for r in records if "validation" in r]
+    if not records:
+        return ""
+    lines = ["### Candidate settings on the validation cases (`--validation-only`: the test set was not read)", "",
+             "| draw | method | trainer | seeds | validation Dice (%) |", "|---|---|---|---|---|"]
+    groups: Dict[tuple, List[dict]] = {}
+    for r in records:
+        groups.setdefault((r.get("draw"), r["method"]), []).append(r)
+    for (draw, key), rs in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        values = [_dice(r, "validation") for r in rs]
+        lines.append(f"| {draw if draw is not None else ''} | {key} | {rs[0]['trainer']} | {len(rs)} | "
+                     f"{100 * np.mean(values):.2f}" + (f" ± {100 * sample_std(values):.2f}" if len(values) > 1 else "")
+                     + " |")
+    return "\n".join(lines)
+
+
+def _plot(profile: Profile, records: List[dict], gains_by_method: Dict[str, List[tuple]], results: Path, plt) -> None:
+    """Left: mean test Dice per method with every seed as a dot; right: every paired gain (method - labeled-only of
+    the same draw and seed) as a point, one colour per draw."""
+    keys = list(dict.fromkeys(r["method"] for r in records))
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 1.6 * len(keys) + 4), 4.8),
+                             gridspec_kw={"width_ratios": [1, 1]})
+    ax = axes[0]
+    for i, k in enumerate(keys):
+        values = [100 * _dice(r) for r in records if r["method"] == k]
+        ax.bar(i, np.mean(values), color="0.6" if k == "labeled_only" else "tab:blue", alpha=0.5)
+        for r in (r for r in records if r["method"] == k):
+            ax.plot(i, 100 * _dice(r), "o", color="k", markersize=3)
     ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels(keys, rotation=30, ha="right")
+    ax.set_xticklabels(keys, rotation=35, ha="right")
     ax.set_ylabel("mean test Dice (%)")
-    ax.set_title(profile.name)
+    ax.set_title(f"{profile.name}: test Dice")
+    ax = axes[1]
+    gain_keys = [k for k in keys if k in gains_by_method]
+    draws = sorted({d for items in gains_by_method.values() for d, _, _ in items}, key=str)
+    colors = {d: c for d, c in zip(draws, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"] * 4)}
+    for i, k in enumerate(gain_keys):
+        items = gains_by_method[k]
+        for j, (d, seed, g) in enumerate(items):
+            ax.plot(i + 0.08 * (j - len(items) / 2), g, "o", color=colors[d], markersize=5,
+                    label=f"draw {d}" if d is not None else None)
+        ax.plot([i - 0.3, i + 0.3], [np.mean([g for _, _, g in items])] * 2, color="k", linewidth=1.5)
+    ax.axhline(0, color="0.3", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(gain_keys)))
+    ax.set_xticklabels(gain_keys, rotation=35, ha="right")
+    ax.set_ylabel("paired gain over labeled-only (Dice points)")
+    ax.set_title("each point: one seed (colour: labeled draw); bar: mean")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if len(unique) > 1:
+        ax.legend(unique.values(), unique.keys(), fontsize=8)
     fig.tight_layout()
     fig.savefig(results / "dice.png", dpi=100)
     plt.close(fig)
-    return table
+
+
+def load_records(folder: Path) -> List[dict]:
+    records = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    order = {m.key: i for i, m in enumerate(METHODS.values())}
+    records.sort(key=lambda r: (str(r.get("draw")), order.get(r["method"], 99), r["seed"]))
+    return records
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -270,6 +535,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--profile", required=True, choices=sorted(PROFILES))
     parser.add_argument("--methods", nargs="+", default=None, help=f"default: the profile's; known: {sorted(METHODS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--draws", nargs="+", type=int, default=None,
+                        help="labeled draws (profiles with draws; default: all of the profile's)")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="train and record the validation Dice only (candidate settings): no test prediction")
     parser.add_argument("--work", default=None, help="work folder (default benchmarks/work/<profile>)")
     parser.add_argument("--results", default=None, help="results folder (default benchmarks/results/<profile>)")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild the tables from runs/*.json")
@@ -282,18 +551,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     results = Path(args.results or RESULTS / profile.name).resolve()
     methods = methods_of(profile, args.methods)
     seeds = args.seeds if args.seeds is not None else list(profile.seeds)
+    draws = [None] if profile.draws is None else (args.draws if args.draws is not None else list(profile.draws))
     runner = Runner(profile, work, results, threads=args.threads)
     if not args.aggregate_only:
-        runner.prepare()
         start = time.time()
-        for seed in seeds:
-            for method in methods:
-                runner.run_method(method, seed)
+        for draw in draws:
+            for seed in seeds:
+                for method in methods:
+                    if method.dataset == "bound" and seed != seeds[0]:
+                        continue  # the bound runs once per profile
+                    runner.run_method(method, seed, draw, validation_only=args.validation_only)
         print(f"benchmark {profile.name}: {(time.time() - start) / 60:.1f} min")
-    records = [json.loads(f.read_text()) for f in sorted((results / "runs").glob("*.json"))]
-    order = {m.key: i for i, m in enumerate(METHODS.values())}
-    records.sort(key=lambda r: (order.get(r["method"], 99), r["seed"]))
-    print(aggregate(profile, records, results))
+    print(aggregate(profile, load_records(results / "runs"), results, load_records(results / "validation_runs")))
 
 
 if __name__ == "__main__":

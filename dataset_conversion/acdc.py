@@ -39,9 +39,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import (ConversionError, Job, add_protocol_args, check_compressed, check_disjoint, check_spacing,
-                     id_filter, labeled_from_args, prepare_target, read_h5_pair, read_header, read_image, read_label, read_list,
-                     run_entry, select_labeled, sitk_image, source_folder, split_pool, write_dataset)
+from .common import (ConversionError, Job, add_protocol_args, check_compressed, check_count, check_disjoint,
+                     check_spacing, id_filter, labeled_from_args, prepare_target, read_h5_pair, read_header, read_image,
+                     read_label, read_list, run_entry, select_labeled, sitk_image, source_folder, split_pool, write_dataset)
 
 DEFAULT_ID = 27
 DATASET_NAME = "ACDC"
@@ -141,7 +141,8 @@ def _slice_index(source: str, data_dir: str, volumes: List[str]) -> Dict[str, Di
 def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_ratio: Optional[float] = None,
                     seed: int = 0, selection: str = "random", spacing: Sequence[float] = DEFAULT_SPACING,
                     dataset_id: int = DEFAULT_ID, output_root: Optional[str] = None, overwrite: bool = False,
-                    patients: Optional[Iterable[str]] = None, val_as_test: bool = False) -> str:
+                    patients: Optional[Iterable[str]] = None, val_as_test: bool = False,
+                    num_val_from_train: int = 0, val_seed: int = 0, val_reserved_first: Optional[int] = None) -> str:
     """Convert the SSL4MIS ACDC h5 release into ``<output_root or $nnUNet_raw>/Dataset027_ACDC``.
 
     ``source`` holds ``train.list``, ``val.list``, optionally ``test.list`` and ``data/``. Training patients are the
@@ -163,6 +164,13 @@ def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_rati
     ``val_as_test``: the ``val.list`` volumes become test cases (imagesTs/labelsTs) and the fold validates on its
     labeled cases, for releases without ``test.list`` whose validation patients serve as the held-out test set
     (the benchmarks' ACDC CPU profile).
+    ``num_val_from_train``: this many training patients become labeled validation cases (imagesTr, the fold's
+    ``val``) instead of unlabeled ones: a validation set for choosing settings that is neither labeled for training nor
+    test. They are drawn with ``np.random.RandomState(val_seed)`` over the sorted training patients, leaving out the
+    first ``val_reserved_first`` (default ``num_labeled``) patients of ``train.list`` (SSL4MIS's own labeled
+    patients, so that the ``'list'`` draw stays possible), and independently of ``seed``: every labeled draw of a
+    benchmark (and its all-labeled bound, with ``val_reserved_first=3``) sees the same validation patients. The
+    labeled patients are then chosen from the remaining training patients.
     Returns the absolute path of the dataset folder.
     """
     source = source_folder(source, "ACDC h5 folder", "Pass the SSL4MIS ACDC folder (the one with train.list, "
@@ -191,7 +199,11 @@ def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_rati
         lists = {r: [v for v in lists[r] if patient_of[v] in wanted] for r in lists}
         pats = {r: [p for p in pats[r] if p in wanted] for r in pats}
 
-    labeled_pats = select_labeled(pats["train"], num_labeled, labeled_ratio, seed, selection,
+    reserved = val_reserved_first if val_reserved_first is not None else num_labeled if num_labeled is not None else 0
+    held_out = _validation_from_train(pats["train"], num_val_from_train, val_seed, check_count("val_reserved_first",
+                                                                                               reserved))
+    train_pool = [p for p in pats["train"] if p not in held_out]
+    labeled_pats = select_labeled(train_pool, num_labeled, labeled_ratio, seed, selection,
                                   what=f"training pool of {os.path.join(source, 'train.list')}")
     slices = _slice_index(source, data_dir, lists["train"])
     for v in lists["val"] + lists["test"]:
@@ -202,14 +214,16 @@ def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_rati
 
     jobs: List[Job] = []
     labeled_ids = sorted(v for v in lists["train"] if patient_of[v] in labeled_pats)
-    unlabeled_ids = sorted(v for v in lists["train"] if patient_of[v] not in labeled_pats)
-    val_ids, test_ids = sorted(lists["val"]), sorted(lists["test"])
-    for v in labeled_ids + unlabeled_ids:
+    held_out_ids = sorted(v for v in lists["train"] if patient_of[v] in held_out)
+    unlabeled_ids = sorted(v for v in lists["train"] if patient_of[v] not in labeled_pats and
+                           patient_of[v] not in held_out)
+    val_ids, test_ids = sorted(lists["val"] + held_out_ids), sorted(lists["test"])
+    for v in labeled_ids + held_out_ids + unlabeled_ids:
         files = [slices[v][k] for k in range(1, len(slices[v]) + 1)]
-        labeled = v in labeled_ids
+        labeled = v not in unlabeled_ids
         jobs.append(Job(v, "tr" if labeled else "unl", partial(_write_from_slices, files, spacing), labeled))
-    for v in val_ids + test_ids:
-        jobs.append(Job(v, "tr" if v in val_ids else "ts",
+    for v in sorted(lists["val"]) + test_ids:
+        jobs.append(Job(v, "ts" if v in test_ids else "tr",
                         partial(_write_from_volume, os.path.join(data_dir, f"{v}.h5"), spacing)))
     jobs.sort(key=lambda j: ({"tr": 0, "ts": 1, "unl": 2}[j.dest], j.case_id))
 
@@ -222,13 +236,29 @@ def convert_acdc_h5(source: str, num_labeled: Optional[int] = None, labeled_rati
         "num_labeled_patients": len(labeled_pats),
         "labeled_ratio": labeled_ratio,
         "labeled_patients": labeled_pats,
-        "unlabeled_patients": sorted(set(pats["train"]) - set(labeled_pats)),
-        "val_patients": sorted(pats["val"]),
+        "unlabeled_patients": sorted(set(train_pool) - set(labeled_pats)),
+        "val_patients": sorted(pats["val"] + held_out),
+        "val_from_train_patients": held_out,
+        "val_seed": int(val_seed) if held_out else None,
         "test_patients": sorted(pats["test"]),
         "labeled": labeled_ids, "val": val_ids, "test": test_ids, "unlabeled": unlabeled_ids,
     }
     return write_dataset(out_root, dataset_name, target, jobs, LABELS, CHANNELS, labeled_ids, val_ids, provenance,
                          overwrite, "Converting ACDC (h5)")
+
+
+def _validation_from_train(train: Sequence[str], count: int, val_seed: int, num_reserved: int) -> List[str]:
+    """``count`` training patients held out as labeled validation cases (sorted): ``RandomState(val_seed)`` over the
+    sorted patients other than the first ``num_reserved`` of ``train`` (list order)."""
+    count = check_count("num_val_from_train", count)
+    if not count:
+        return []
+    candidates = sorted(set(train) - set(list(train)[:num_reserved]))
+    if count > len(candidates):
+        raise ConversionError(f"num_val_from_train = {count}, but the training pool has only {len(candidates)} "
+                              f"patients outside its first {num_reserved}. Reduce the number of validation patients.")
+    perm = np.random.RandomState(int(val_seed)).permutation(len(candidates))
+    return sorted(candidates[i] for i in perm[:count])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -482,6 +512,10 @@ def acdc_entry(argv: Optional[List[str]] = None) -> None:
     h5.add_argument("--val-as-test", action="store_true",
                     help="val.list volumes become the test set (imagesTs/labelsTs); the fold validates on its labeled "
                          "cases (for copies without test.list)")
+    h5.add_argument("--val-from-train", type=int, default=0, metavar="N",
+                    help="hold N training patients out as labeled validation cases (the fold's val; drawn with "
+                         "--val-seed, independent of --seed, never among the first --labeled patients of train.list)")
+    h5.add_argument("--val-seed", type=int, default=0, help="seed of the --val-from-train draw (default 0)")
     orig = sub.add_parser("original", help="original release (patientXXX/ with Info.cfg, frames, _gt, _4d)")
     orig.add_argument("-i", dest="source", required=True,
                       help="folder of patientXXX/ (or its parent); ACDC/database/training for the 70/10/20 split")
@@ -499,7 +533,9 @@ def acdc_entry(argv: Optional[List[str]] = None) -> None:
                   overwrite=args.overwrite, patients=args.patients)
     if args.release == "h5":
         run_entry(parser.prog, lambda: convert_acdc_h5(args.source, spacing=args.spacing,
-                                                                 val_as_test=args.val_as_test, **common))
+                                                       val_as_test=args.val_as_test,
+                                                       num_val_from_train=args.val_from_train,
+                                                       val_seed=args.val_seed, **common))
     else:
         run_entry(parser.prog, lambda: convert_acdc_original(args.source, num_val=args.val, num_test=args.test,
                                                              split_lists=args.split_lists, include_cine=args.cine,

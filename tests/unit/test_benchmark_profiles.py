@@ -32,14 +32,16 @@ def test_aggregate_reports_mean_std_and_gain(tmp_path):
                _record("mcnet", 1, (0.7, 0.6, 0.70)), _record("urpc", 5, (0.7, 0.6, 0.9))]
     table = aggregate(profile, records, tmp_path)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
-    assert "60.00 ± 5.00" in rows["labeled_only"]  # mean over two seeds of 0.55 / 0.65, population std
+    # mean over two seeds of 0.55 / 0.65 with the SAMPLE standard deviation (n - 1): 5 * sqrt(2) = 7.07
+    assert "60.00 ± 7.07" in rows["labeled_only"]
     # gains are paired by seed: cps seed 0 against labeled-only seed 0 (65 - 55), not against its 2-seed mean
-    assert "| +10.00 (1) |" in rows["cps"] and "| 1 |" in rows["cps"]
-    assert "| 67.50 ± 2.50 | +7.50 (2) |" in rows["mcnet"]  # ((65 - 55) + (70 - 65)) / 2
+    assert "| +10.00 (1: +10.00) |" in rows["cps"] and "| 1 |" in rows["cps"]
+    # ((65 - 55) + (70 - 65)) / 2 = 7.5, per-seed gains 10 / 5, their sample sd 3.54; Dice sd of 0.65 / 0.70: 3.54
+    assert "| 67.50 ± 3.54 | +7.50 ± 3.54 (2: +10.00 / +5.00) |" in rows["mcnet"]
     assert "| 90.00 | — |" in rows["urpc"]  # no labeled-only run of seed 5: no gain
     assert (tmp_path / "dice.png").is_file() and (tmp_path / "results.md").is_file()
     csv = (tmp_path / "results.csv").read_text().splitlines()
-    assert csv[0].startswith("method,trainer,seeds,dice_mean") and len(csv) == 5
+    assert csv[0].startswith("draw,method,trainer,seeds,dice_mean,dice_sd,gain") and len(csv) == 5
     assert json.loads(json.dumps(records))  # records are plain JSON (what runs/*.json hold)
 
 
@@ -74,3 +76,39 @@ def test_pretraining_checkpoints_are_found_by_the_method_they_record(tmp_path):
         paths[method] = folder / "checkpoint_final.pth"
     for method, path in paths.items():
         assert runner._pretrain_checkpoint(env, method) == path
+
+
+def _draw_record(method, draw, seed, dice, validation=None):
+    record = _record(method, seed, (dice, dice, dice))
+    record["summary"] = {n: {"dice": {"mean": dice}, "hd95": {"mean": 2.0}, "assd": {"mean": 1.0}}
+                         for n in ("RV", "Myo", "LV", "mean")}
+    record["draw"] = draw
+    if validation is not None:
+        record["validation"] = {n: {"dice": {"mean": validation}} for n in ("RV", "Myo", "LV", "mean")}
+    return record
+
+
+def test_protocol_aggregate_pairs_by_draw_and_seed_headlines_the_mean_over_draws_and_the_closed_fraction(tmp_path):
+    """Multi-draw profile: gains are paired within (draw, seed); the headline is the mean over draws of each draw's
+    mean paired gain; the all-labeled bound turns a gain into the fraction of the reference -> bound distance."""
+    profile = PROFILES["acdc3-cpu"]
+    records = [_draw_record("labeled_only", 0, 0, 0.50, 0.55), _draw_record("labeled_only", 0, 1, 0.60),
+               _draw_record("cps", 0, 0, 0.56), _draw_record("cps", 0, 1, 0.62),
+               _draw_record("labeled_only", 1, 0, 0.70), _draw_record("cps", 1, 0, 0.80),
+               _draw_record("all_labeled", "all", 0, 0.85)]
+    table = aggregate(profile, records, tmp_path)
+    # draw 0: gains +6 / +2 (mean +4); draw 1: +10; headline (4 + 10) / 2 = 7 with sample sd of (4, 10) = 4.24
+    assert "| cps | 2 | +7.00 ± 4.24 | draw 0: +4.00 (2) / draw 1: +10.00 (1) |" in table
+    draw0 = table.split("### Labeled draw 0")[1].split("### Labeled draw 1")[0]
+    cps0 = next(line for line in draw0.splitlines() if line.startswith("| cps |"))
+    # bound 85, draw-0 reference mean 55: +4 closes 4 / 30 = 13 %
+    assert "+4.00 ± 2.83 (2: +6.00 / +2.00)" in cps0 and "| 13 % |" in cps0
+    lo0 = next(line for line in draw0.splitlines() if line.startswith("| labeled_only |"))
+    assert "| 55.00 |" in lo0  # validation Dice of the one run that has it
+    assert "All-labeled bound" in (tmp_path / "results.md").read_text()
+
+
+def test_sample_std_is_n_minus_one():
+    from benchmarks.run import sample_std
+
+    assert sample_std([1.0, 2.0, 3.0]) == 1.0 and sample_std([4.0]) == 0.0
