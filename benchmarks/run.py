@@ -513,7 +513,7 @@ def _plot(profile: Profile, records: List[dict], gains_by_method: Dict[str, List
     ax.set_xticks(range(len(gain_keys)))
     ax.set_xticklabels(gain_keys, rotation=35, ha="right")
     ax.set_ylabel("paired gain over labeled-only (Dice points)")
-    ax.set_title("each point: one seed (colour: labeled draw); bar: mean")
+    ax.set_title("paired gains: one point per seed (colour: draw), line: mean", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if len(unique) > 1:
