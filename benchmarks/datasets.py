@@ -32,6 +32,32 @@ def hippocampus_5_labeled(raw_root: str, dataset_id: int, split_seed: int = 0) -
         num_test=40, num_unlabeled=None, seed=split_seed, output_root=raw_root)
 
 
+#: the benchmark protocol's Hippocampus split: 40 test and 10 validation cases drawn with RandomState(1000), the
+#: same for every labeled draw (and for 2d and 3d_fullres, case for case)
+HIPPOCAMPUS_PROTOCOL = dict(num_val=10, num_test=40, test_seed=1000, fixed_validation=True)
+
+
+def hippocampus_5_labeled_draw(raw_root: str, dataset_id: int, draw: int = 0) -> str:
+    """MSD Hippocampus under the benchmark protocol: 5 labeled cases drawn with ``RandomState(draw)`` from the
+    cases that are neither test nor validation; fixed test (40) and validation (10) cases; the other 145 training
+    images and the 130 MSD imagesTs images unlabeled."""
+    from dataset_conversion.msd import convert_msd_semi
+
+    return _existing(raw_root, dataset_id) or convert_msd_semi(
+        _source(SHARED_DATA / "hippocampus" / "Task04_Hippocampus"), dataset_id, num_labeled=5, num_unlabeled=None,
+        seed=draw, output_root=raw_root, **HIPPOCAMPUS_PROTOCOL)
+
+
+def hippocampus_all_labeled(raw_root: str, dataset_id: int) -> str:
+    """The all-labeled bound of the Hippocampus protocol: the same test and validation cases, all 150 other
+    training cases labeled (the MSD imagesTs images stay unlabeled; the labeled-only trainer does not read them)."""
+    from dataset_conversion.msd import convert_msd_semi
+
+    return _existing(raw_root, dataset_id) or convert_msd_semi(
+        _source(SHARED_DATA / "hippocampus" / "Task04_Hippocampus"), dataset_id, num_labeled=150,
+        num_unlabeled=None, seed=0, output_root=raw_root, **HIPPOCAMPUS_PROTOCOL)
+
+
 def _acdc(raw_root: str, dataset_id: int, num_labeled: int) -> str:
     from dataset_conversion.acdc import convert_acdc_h5
 

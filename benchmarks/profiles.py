@@ -140,9 +140,35 @@ ACDC3_CPU = Profile(
     labels={1: "RV", 2: "Myo", 3: "LV"}, draws=(0, 1, 2), bound=datasets.acdc_all_labeled, bound_dataset_id=979,
     validation=True, double_budget="_80epochs_50its")
 
+_PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "all_labeled", "labeled_only_2x",
+                        "cps_2x", "unimatch")
+HIPPOCAMPUS5_2D_CPU = Profile(
+    "hippocampus5-2d-cpu",
+    "MSD Hippocampus (real, ../shared/data) under the benchmark protocol: 5 labeled cases per draw (draws 0, 1, 2: "
+    "RandomState(draw) over the cases that are neither test nor validation), 40 test and 10 validation cases drawn "
+    "once with RandomState(1000) and the same for every draw, the other 145 training images + 130 MSD imagesTs "
+    "unlabeled; 2d, the plans and budget of hippocampus5-cpu (16..128 features, batch 32 + 32, 40 x 50 "
+    "iterations), no test-time mirroring; bound: all 150 non-test, non-validation cases labeled.",
+    "cpu", 980, datasets.hippocampus_5_labeled_draw, "2d", "nnUNetPlansBench16", "_40epochs_50its",
+    _PROTOCOL_METHODS_2D, seeds=(0, 1, 2),
+    make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
+    labels={1: "anterior", 2: "posterior"}, draws=(0, 1, 2), bound=datasets.hippocampus_all_labeled,
+    bound_dataset_id=989, validation=True, double_budget="_80epochs_50its")
+HIPPOCAMPUS5_3D_CPU = replace(
+    HIPPOCAMPUS5_2D_CPU, name="hippocampus5-3d-cpu",
+    description="hippocampus5-2d-cpu's cases (the same labeled draws, validation and test cases, case for case) in "
+                "3d_fullres: small 3D plans (8..64 features, batch 4 labeled + 4 unlabeled), 40 x 50 iterations, no "
+                "test-time mirroring.",
+    configuration="3d_fullres", plans="nnUNetPlansBench3d8",
+    methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "all_labeled",
+             "labeled_only_2x", "cps_2x", "unimatch"),
+    make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
+
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
     HIPPOCAMPUS5_CPU,
     ACDC3_CPU,
+    HIPPOCAMPUS5_2D_CPU,
+    HIPPOCAMPUS5_3D_CPU,
     # the same profile on other draws of which cases are labeled / test: only the conversion seed differs
     *(replace(HIPPOCAMPUS5_CPU, name=f"hippocampus5-cpu-split{k}", dataset_id=960 + k,
               prepare=functools.partial(datasets.hippocampus_5_labeled, split_seed=k),

@@ -159,7 +159,7 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
                      num_unlabeled: Optional[int] = None, unlabeled_from_imagesTs: bool = True, seed: int = 0,
                      output_root: Optional[str] = None, overwrite: bool = False,
                      channels: Optional[Sequence[int]] = None, test_seed: Optional[int] = None,
-                     extra_provenance: Optional[Dict] = None) -> str:
+                     extra_provenance: Optional[Dict] = None, fixed_validation: bool = False) -> str:
     """Convert an MSD task into ``<output_root or $nnUNet_raw>/DatasetXXX_<Name>`` for semi-supervised training.
 
     ``<Name>`` is the task folder name without its ``TaskNN_`` prefix (``Task04_Hippocampus`` + id 901 ->
@@ -171,7 +171,10 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     the MSD ``imagesTs`` images form the unlabeled pool, which is shuffled with the same RandomState and truncated
     to the first ``num_unlabeled`` (all if None). With ``test_seed`` the ``num_test`` test cases are drawn first, with
     ``RandomState(test_seed)``, so that the test set stays the same for every ``seed``; labeled and validation cases
-    then come from the other training cases in ``RandomState(seed)`` order.
+    then come from the other training cases in ``RandomState(seed)`` order. With ``fixed_validation`` (needs
+    ``test_seed``) the ``num_val`` validation cases are the next cases of the ``RandomState(test_seed)`` order after
+    the test cases, so that validation, like test, is the same for every ``seed`` (the benchmark protocol: labeled
+    draws differ in their labeled cases only); the labeled cases then come from the rest.
 
     Written: ``imagesTr``/``labelsTr`` = labeled + validation cases, ``imagesTs``/``labelsTs`` = test cases,
     ``imagesUnlabeled`` = unlabeled images, ``dataset.json`` (nnU-Net v2: channel_names, labels name->int,
@@ -230,6 +233,8 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     channel_names = {str(i): source_channels[str(c)] for i, c in enumerate(channels)}
     if test_seed is not None:
         test_seed = int(test_seed)
+    if fixed_validation and test_seed is None:
+        raise ConversionError("fixed_validation draws the validation cases with test_seed: pass test_seed too.")
     labels = {v: int(k) for k, v in sorted(msd["labels"].items(), key=lambda kv: int(kv[0]))}
 
     pool: Dict[str, Dict[str, str]] = {}
@@ -272,9 +277,13 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
     else:  # fixed test set first, then labeled / validation from the other cases
         test_perm = np.random.RandomState(test_seed).permutation(len(sorted_pool))
         test = sorted(sorted_pool[i] for i in test_perm[:num_test])
-        remaining = [c for c in sorted_pool if c not in set(test)]
+        held = sorted(sorted_pool[i] for i in test_perm[num_test:num_test + num_val]) if fixed_validation else []
+        remaining = [c for c in sorted_pool if c not in set(test) | set(held)]
         shuffled = [remaining[i] for i in rs.permutation(len(remaining))]
-        shuffled = shuffled[:num_labeled + num_val] + test + shuffled[num_labeled + num_val:]
+        if fixed_validation:  # labeled | validation | test | rest, as below
+            shuffled = shuffled[:num_labeled] + held + test + shuffled[num_labeled:]
+        else:
+            shuffled = shuffled[:num_labeled + num_val] + test + shuffled[num_labeled + num_val:]
     labeled = sorted(shuffled[:num_labeled])
     val = sorted(shuffled[num_labeled:num_labeled + num_val])
     rest = sorted(shuffled[requested:])
@@ -305,6 +314,7 @@ def convert_msd_semi(task_folder: str, dataset_id: int, num_labeled: int, num_va
         "source_folder": task_folder,
         "seed": seed,
         "test_seed": test_seed,
+        "fixed_validation": bool(fixed_validation),
         "channels": dict(channel_names),
         "source_channel_indices": list(channels),
         "unlabeled_from_imagesTs": bool(unlabeled_from_imagesTs),
