@@ -1,8 +1,9 @@
 """Unlabeled images that read fine but are wrong, and interrupted preprocessing (issue 32, items 8-12).
 
-A synthetic nnU-Net dataset (5 labeled + 1 test case of 16x24x20 voxels) is planned and preprocessed once per module
-by ``nnUNetv2_plan_and_preprocess`` (3d_fullres); each test copies its raw folders into its own ``tmp_path``, adds
-unlabeled images and preprocesses them with those plans. No real data is needed.
+A synthetic nnU-Net dataset (5 labeled + 1 test case of 16x24x20 voxels) is planned once per module by
+``nnUNetv2_plan_and_preprocess --no_pp`` (3d_fullres; the tests need the plans, not nnU-Net's preprocessed cases);
+each test copies its raw folders into its own ``tmp_path``, adds unlabeled images and preprocesses them with those
+plans. No real data is needed.
 """
 import gzip
 import json
@@ -79,7 +80,7 @@ def synthetic(tmp_path_factory) -> Synthetic:
     write(synthetic_case(99)[0], raw / 'imagesTs' / f'{TEST}_0000.nii.gz')
     (raw / 'dataset.json').write_text(json.dumps(DATASET_JSON))
     result = subprocess.run([nnunet_bin('nnUNetv2_plan_and_preprocess'), '-d', str(DATASET_ID), '-c', CONFIGURATION,
-                             '-np', '1', '-npfp', '1'], env=env, capture_output=True, text=True)
+                             '-npfp', '1', '--no_pp'], env=env, capture_output=True, text=True)
     assert result.returncode == 0, f'nnUNetv2_plan_and_preprocess failed:\n{result.stdout}\n{result.stderr}'
     preprocessed = root / 'preprocessed' / DATASET
     plans_manager = PlansManager(str(preprocessed / 'nnUNetPlans.json'))
