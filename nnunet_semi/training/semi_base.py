@@ -118,7 +118,8 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
             folder = ensure_unlabeled_preprocessed(
                 join(nnUNet_raw.get(), self.plans_manager.dataset_name), self.preprocessed_dataset_folder_base,
                 self.plans_manager, self.configuration_manager, self.dataset_json,
-                num_processes=max(1, get_allowed_n_proc_DA()), show_progress=True)
+                num_processes=max(1, get_allowed_n_proc_DA()), show_progress=True,
+                log=self.print_to_log_file)  # warnings (equal ids, label maps, orientation) reach the training log
             objects = [folder]
         else:
             objects = [None]

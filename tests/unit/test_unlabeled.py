@@ -63,6 +63,9 @@ def planned(tmp_path_factory) -> Planned:
 
     env = {**os.environ, 'nnUNet_raw': str(base / 'raw'), 'nnUNet_preprocessed': str(base / 'preprocessed'),
            'nnUNet_results': str(base / 'results'),
+           # DUPLICATE is a copy of a labeled case on purpose (it checks our preprocessing against nnU-Net's):
+           # the leakage check would refuse it
+           'nnUNet_semi_allow_duplicates': '1',
            'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')]))}
     command = [nnunet_bin('nnUNetv2_plan_and_preprocess'), '-d', '901', '-c', '2d',
                CONFIGURATION, '-np', '1', '-npfp', '1']
@@ -72,7 +75,7 @@ def planned(tmp_path_factory) -> Planned:
     preprocessed = base / 'preprocessed' / DATASET
     plans_manager = PlansManager(str(preprocessed / 'nnUNetPlans.json'))
     with pytest.MonkeyPatch.context() as mp:
-        for key in ('nnUNet_raw', 'nnUNet_preprocessed', 'nnUNet_results'):
+        for key in ('nnUNet_raw', 'nnUNet_preprocessed', 'nnUNet_results', 'nnUNet_semi_allow_duplicates'):
             mp.setenv(key, env[key])
         yield Planned(preprocessed, env, plans_manager, plans_manager.get_configuration(CONFIGURATION))
 
