@@ -17,10 +17,11 @@ and averages over all C classes, background included, with ``s = 1e-5``. Its den
 switches to that (not yet measured; the default is what the benchmarks ran).
 
 Defaults (knobs as attributes): ``confidence_threshold`` tau = 0.95, ``unsup_weight`` lambda_u = 1,
-``unsup_loss = 'dice'`` (soft Dice over the confident voxels, UniMatch's medical code; ``'ce'``: FixMatch's own
-per-voxel CE, the variant ``nnUNetTrainerFixMatch_ce``; ``'ce+dice'``), ``cutmix_probability`` 0.5 per sample
-(0 = no CutMix), strong perturbations :class:`~nnunet_semi.augmentation.weak_strong.StrongIntensityConfig`
-(``strong_config``), ``unsup_rampup_fraction`` 0 (no ramp-up, as FixMatch; the threshold is its curriculum).
+``unsup_loss = 'dice'`` (the soft Dice above: UniMatch's medical code's loss up to its denominator; ``'ce'``:
+FixMatch's own per-voxel CE, the variant ``nnUNetTrainerFixMatch_ce``; ``'ce+dice'``), ``unsup_dice_squared``
+False, ``cutmix_probability`` 0.5 per sample (0 = no CutMix), strong perturbations
+:class:`~nnunet_semi.augmentation.weak_strong.StrongIntensityConfig` (``strong_config``), ``unsup_rampup_fraction``
+0 (no ramp-up, as FixMatch; the threshold is its curriculum).
 
 Why Dice is the default (issue 21: where the paper's exact setting loses inside nnU-Net, the default is the setting
 that measured best and the paper's stays a named variant): on the ``hippocampus5-cpu`` benchmark (5 labeled
@@ -37,9 +38,9 @@ Where nnU-Net's setting differs from the papers:
 * the CutMix partner of patch i is patch i+1 of the same unlabeled batch (UniMatch draws a second unlabeled batch).
   An unlabeled batch of 1 (e.g. 3d_fullres batch 2 over 2 DDP ranks) has no other patch: there the partner is the
   previous step's unlabeled (weak) patch, kept with the pseudo-labels and confidences it got on that step (one step
-  old; no extra forward pass, no second loader draw), strongly perturbed anew with the current patch. On the very first
-  step there is no partner yet: CutMix is skipped there (logged once). The kept patch is part of the checkpoint
-  (per DDP rank), so ``--c`` resumes with it;
+  old; no extra forward pass, no second loader draw), strongly perturbed anew together with the current patch. On
+  the very first step there is no partner yet: CutMix is skipped there (logged once). The kept patch is part of the
+  checkpoint (one per DDP rank), so ``--c`` resumes with it. Batches above 1 are mixed exactly as before;
 * the weak view goes through the network without gradient (training mode; nnU-Net's UNets have no dropout and no
   batch statistics, so it equals an eval-mode pass), then labeled and strong patches in one forward pass with
   gradient: one DDP reducer per step, collectives identical on every rank; the unlabeled batch is
