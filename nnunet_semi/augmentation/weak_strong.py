@@ -107,15 +107,22 @@ def cutmix_boxes(batch_size: int, spatial_shape: Sequence[int], p: float = 0.5,
     return masks
 
 
-def cutmix(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
-    """Sample ``i`` of ``x`` with the voxels of ``boxes[i]`` taken from sample ``partner[i]``.
+def cutmix(x: torch.Tensor, boxes: torch.Tensor, partner: torch.Tensor, source: Optional[torch.Tensor] = None
+           ) -> torch.Tensor:
+    """Sample ``i`` of ``x`` with the voxels of ``boxes[i]`` taken from sample ``partner[i]`` of ``source``.
 
     ``x``: images ``(B, C, *spatial)`` or label / confidence maps ``(B, *spatial)``; ``boxes``: ``(B, *spatial)``
-    booleans (:func:`cutmix_boxes`); ``partner``: ``(B,)`` indices. Images, pseudo-labels and confidences mixed with
-    the same ``boxes`` and ``partner`` stay aligned voxel for voxel.
+    booleans (:func:`cutmix_boxes`); ``partner``: ``(B,)`` indices into ``source``, which is ``x`` itself by default
+    (the partners are other samples of the batch) or any batch of the same per-sample shape (e.g. ``x`` with a
+    patch from elsewhere appended). Images, pseudo-labels and confidences mixed with the same ``boxes`` and
+    ``partner`` stay aligned voxel for voxel.
     """
     if x.shape[0] != boxes.shape[0] or tuple(x.shape[-boxes.ndim + 1:]) != tuple(boxes.shape[1:]):
         raise ValueError(f"cutmix: boxes {tuple(boxes.shape)} do not fit tensor {tuple(x.shape)}")
+    if source is None:
+        source = x
+    elif tuple(source.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(f"cutmix: partner source {tuple(source.shape)} does not fit tensor {tuple(x.shape)}")
     boxes = boxes.to(x.device)
     mask = boxes if x.ndim == boxes.ndim else boxes.unsqueeze(1)
-    return torch.where(mask, x[partner.to(x.device)], x)
+    return torch.where(mask, source[partner.to(source.device)].to(x.device), x)

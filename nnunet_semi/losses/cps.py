@@ -6,7 +6,20 @@ eq. 5 of ``papers/ccm-complementary-masking-cps.md`` (Zhou et al., CCM): for an 
 
     L_c = 1 / (2 |D_u|) * sum_{X in D_u} ( l_ce(P_a, Y_b*) + l_ce(P_b, Y_a*) )          (eq. 5)
 
-Pseudo-labels carry no gradient (argmax is not differentiable; they are detached explicitly).
+The Dice form (``kind='dice'``, the trainer's default) replaces each ``l_ce`` by the soft Dice loss of the network's
+softmax against the other network's argmax over every voxel of the batch
+(:func:`~nnunet_semi.losses.weak_strong.masked_soft_dice` with an all-true mask)::
+
+    l_dice(P, Y*) = 1 - mean_{c in K} (2 sum_v p_vc y*_vc + s) / (sum_v p_vc + sum_v y*_vc + s),   s = 1e-5
+
+with the sums over the whole batch and ``K`` every class, **background included** (default). nnU-Net's own soft
+Dice (``MemoryEfficientSoftDiceLoss`` with ``do_bg=False``) leaves the background out: ``include_background=False``
+gives that class set. The other differences to nnU-Net's supervised Dice remain: nnU-Net's is ``-mean dice``
+rather than ``1 - mean dice`` (the same gradient), sums over the batch only when the plans set ``batch_dice`` (else
+one Dice per sample) and then all-gathers the sums over DDP ranks; this loss always sums over the local batch.
+
+Pseudo-labels carry no gradient: argmax is not differentiable (they are also computed under ``no_grad``), so the
+gradient of ``l_a`` reaches network a only.
 """
 
 import torch
@@ -16,13 +29,15 @@ from nnunet_semi.losses.weak_strong import masked_soft_dice
 
 
 def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, reduction: str = "mean",
-                             kind: str = "ce"):
+                             kind: str = "ce", include_background: bool = True):
     """Eq. 5 of the CCM paper for a batch of logits ``(B, C, *spatial)`` from networks a and b.
 
     Returns ``(l_a, l_b)``: ``l_a = l_ce(P_a, argmax P_b)`` (the loss that trains network a) and
     ``l_b = l_ce(P_b, argmax P_a)``; eq. 5 is ``0.5 * (l_a + l_b)``. With ``reduction='mean'`` each term is
     the mean over all pixels of the batch (= the mean over images of the per-image mean, since all images of a
-    batch have the same size); ``'none'`` returns the per-pixel maps ``(B, *spatial)``.
+    batch have the same size); ``'none'`` returns the per-pixel maps ``(B, *spatial)``. ``kind='dice'``: the Dice
+    form of the module docstring (``reduction='mean'`` only), over every class or, with
+    ``include_background=False``, the foreground classes only.
     """
     if logits_a.shape != logits_b.shape:
         raise ValueError(f"logits of the two networks differ in shape: {tuple(logits_a.shape)} vs "
@@ -31,6 +46,10 @@ def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, red
         raise ValueError(f"expected logits (B, C, *spatial), got shape {tuple(logits_a.shape)}")
     if kind not in ("ce", "dice"):
         raise ValueError(f"unknown cross pseudo supervision loss {kind!r}; expected 'ce' or 'dice'")
+    if kind == "ce" and not include_background:
+        raise ValueError("include_background=False (a CPS trainer's cps_dice_include_background) applies to the Dice "
+                         "form of cross pseudo supervision only (kind='dice'); the CE form always counts every class. "
+                         "Fix: keep include_background=True with cps_loss='ce'.")
     with torch.no_grad():
         pseudo_a = logits_a.argmax(1)
         pseudo_b = logits_b.argmax(1)
@@ -39,7 +58,8 @@ def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, red
             raise ValueError("the Dice form of cross pseudo supervision is defined for the whole batch only "
                              f"(reduction='mean'), got reduction={reduction!r}")
         everywhere = torch.ones_like(pseudo_a, dtype=torch.bool)
-        return masked_soft_dice(logits_a, pseudo_b, everywhere), masked_soft_dice(logits_b, pseudo_a, everywhere)
+        return (masked_soft_dice(logits_a, pseudo_b, everywhere, include_background=include_background),
+                masked_soft_dice(logits_b, pseudo_a, everywhere, include_background=include_background))
     l_a = F.cross_entropy(logits_a, pseudo_b, reduction=reduction)
     l_b = F.cross_entropy(logits_b, pseudo_a, reduction=reduction)
     return l_a, l_b

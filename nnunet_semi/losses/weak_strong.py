@@ -6,8 +6,11 @@ For an unlabeled voxel v with weak-view class probabilities ``q_v`` (no gradient
     L_u = 1 / |V| * sum_v 1(max_c q_v,c >= tau) * H(argmax q_v, p_v)          (FixMatch's unlabeled loss, per voxel)
 
 ``p_v`` is the prediction on the strong view, ``H`` the cross-entropy, ``|V|`` all unlabeled voxels of the batch
-(confident or not, as in FixMatch's ``1 / (mu B)`` and UniMatch's segmentation code). The optional Dice variant
-(UniMatch's medical code) is a soft Dice over the confident voxels only.
+(confident or not, as in FixMatch's ``1 / (mu B)`` and UniMatch's segmentation code). The Dice variant is a soft
+Dice over the confident voxels only (:func:`masked_soft_dice`); by default its denominator is ``sum p + sum y``
+(nnU-Net's soft Dice form) and it averages over every class, background included. UniMatch's medical code
+(``DiceLoss`` of its ACDC scripts) squares the prediction in the denominator, ``sum p^2 + sum y``
+(``squared_denominator=True``); nnU-Net's own Dice leaves the background class out (``include_background=False``).
 """
 from typing import Tuple
 
@@ -31,29 +34,42 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch
     return (ce * mask.to(ce.dtype)).mean()
 
 
-def masked_soft_dice(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, smooth: float = 1e-5
-                     ) -> torch.Tensor:
-    """``1 - mean_c (2 sum_v m_v p_vc y_vc + s) / (sum_v m_v p_vc + sum_v m_v y_vc + s)`` over all classes c, sums
-    over every voxel of the batch, ``m`` the confidence mask (a class neither predicted nor pseudo-labeled on the
-    confident voxels scores 1 through the smoothing ``s``)."""
+def masked_soft_dice(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, smooth: float = 1e-5,
+                     squared_denominator: bool = False, include_background: bool = True) -> torch.Tensor:
+    """Soft Dice loss of ``softmax(logits)`` against integer ``labels`` on the voxels where ``mask`` is true::
+
+        1 - mean_{c in K} (2 sum_v m_v p_vc y_vc + s) / (sum_v m_v p_vc^e + sum_v m_v y_vc + s)
+
+    sums over every voxel of the batch (one Dice per class for the whole batch, "batch Dice"), ``m`` the
+    confidence mask, ``y`` the one-hot labels, ``s`` the smoothing (a class neither predicted nor labelled on the
+    masked voxels scores 1). ``e = 1`` (default; nnU-Net's soft Dice denominator) or ``e = 2`` with
+    ``squared_denominator=True`` (UniMatch's medical code; ``y^2 = y``). ``K`` is every class, background (class 0)
+    included, by default; ``include_background=False`` averages over the classes 1..C-1 only (nnU-Net's
+    ``do_bg=False``)."""
+    if not include_background and logits.shape[1] < 2:
+        raise ValueError(f"masked_soft_dice: include_background=False needs at least one foreground class, got "
+                         f"{logits.shape[1]} class(es)")
     probabilities = torch.softmax(logits.float(), 1)
     one_hot = F.one_hot(labels.long(), logits.shape[1]).movedim(-1, 1).to(probabilities.dtype)
     m = mask.to(probabilities.dtype).unsqueeze(1)
     axes = [0] + list(range(2, logits.ndim))
     intersection = (m * probabilities * one_hot).sum(axes)
-    denominator = (m * probabilities).sum(axes) + (m * one_hot).sum(axes)
+    predicted = probabilities * probabilities if squared_denominator else probabilities
+    denominator = (m * predicted).sum(axes) + (m * one_hot).sum(axes)
     dice = (2 * intersection + smooth) / (denominator + smooth)
-    return 1 - dice.mean()
+    return 1 - (dice if include_background else dice[1:]).mean()
 
 
 def weak_to_strong_loss(logits_strong: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-                        kind: str = "ce") -> torch.Tensor:
-    """The unlabeled loss of a strong view: ``'ce'`` (FixMatch), ``'dice'`` (UniMatch's medical code) or
-    ``'ce+dice'`` (their mean, nnU-Net's supervised weighting)."""
+                        kind: str = "ce", squared_denominator: bool = False) -> torch.Tensor:
+    """The unlabeled loss of a strong view: ``'ce'`` (FixMatch, :func:`masked_cross_entropy`), ``'dice'``
+    (:func:`masked_soft_dice` over every class; ``squared_denominator`` as there) or ``'ce+dice'`` (their mean,
+    nnU-Net's supervised weighting)."""
     if kind == "ce":
         return masked_cross_entropy(logits_strong, labels, mask)
     if kind == "dice":
-        return masked_soft_dice(logits_strong, labels, mask)
+        return masked_soft_dice(logits_strong, labels, mask, squared_denominator=squared_denominator)
     if kind == "ce+dice":
-        return 0.5 * (masked_cross_entropy(logits_strong, labels, mask) + masked_soft_dice(logits_strong, labels, mask))
+        return 0.5 * (masked_cross_entropy(logits_strong, labels, mask) +
+                      masked_soft_dice(logits_strong, labels, mask, squared_denominator=squared_denominator))
     raise ValueError(f"unknown unlabeled loss {kind!r}; expected 'ce', 'dice' or 'ce+dice'")

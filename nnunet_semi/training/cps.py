@@ -7,8 +7,11 @@ Chen et al., CVPR 2021, as used in ``papers/ccm-complementary-masking-cps.md`` S
     L_semi = L_s + alpha * L_c                                                      (eq. 6)
 
 The default differs from the paper in the cross term (issue 21: where the paper's exact setting loses inside
-nnU-Net, the default is the setting that measured best): ``l_ce`` of eq. 5 becomes the soft Dice of each network's
-softmax against the other network's argmax over all unlabeled voxels (nnU-Net's batch Dice form), and ``alpha = 1``
+nnU-Net, the default is the setting that measured best): ``l_ce`` of eq. 5 becomes the soft Dice loss of each
+network's softmax against the other network's argmax, ``1 - mean_c (2 sum_v p_vc y_vc + s) / (sum_v p_vc +
+sum_v y_vc + s)`` with the sums over every unlabeled voxel of the batch and the mean over **all classes, background
+included** (:func:`~nnunet_semi.losses.cps.cross_pseudo_supervision`, ``kind='dice'``; nnU-Net's own Dice leaves the
+background out: ``cps_dice_include_background = False`` switches to that class set, not yet measured), and ``alpha = 1``
 (the weight of nnU-Net's own Dice term). On ``benchmarks/results/hippocampus5-cpu`` (5 labeled + 285 unlabeled
 Hippocampus cases, 3 seeds paired with labeled-only nnU-Net at 70.29 +- 0.69 mean Dice) the Dice form gains
 +7.20 points (+6.63 / +6.75 / +8.21), the paper's CE with alpha 0.1 +2.04 (+1.08 / +0.91 / +4.11): eq. 5's CE
@@ -59,6 +62,7 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
         self.cps_rampup_epochs = 0  # sigmoid ramp-up of alpha; 0 = constant alpha as in the paper
         self.cps_on_labeled = False  # eq. 5 uses unlabeled images only; True = original CPS (labeled too)
         self.cps_loss = "dice"  # 'dice': soft Dice against the other network's argmax (measured best); 'ce': eq. 5
+        self.cps_dice_include_background = True  # Dice form: mean over all classes; False = foreground only (nnU-Net)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -81,7 +85,8 @@ class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
             logits_a, logits_b = full_resolution(out_a), full_resolution(out_b)
         else:
             logits_a, logits_b = full_resolution(out_a_u), full_resolution(out_b_u)
-        cps_a, cps_b = cross_pseudo_supervision(logits_a, logits_b, kind=self.cps_loss)
+        cps_a, cps_b = cross_pseudo_supervision(logits_a, logits_b, kind=self.cps_loss,
+                                                include_background=self.cps_dice_include_background)
 
         alpha = self.current_cps_weight()
         loss_a, loss_b = sup_a + alpha * cps_a, sup_b + alpha * cps_b

@@ -8,14 +8,20 @@ and confidences mixed with the same boxes)::
 
     q = softmax(f(u_w))  (no gradient),   y_hat = argmax_c q,   m = 1(max_c q >= tau)
     L_u = 1 / |V| * sum_v m_v * H(y_hat_v, f(u_s)_v)                      (FixMatch's unlabeled loss, per voxel)
-    L_u = 1 - 1/C sum_c (2 sum_v m_v p_vc y_vc) / (sum_v m_v p_vc + sum_v m_v y_vc)   (the default: soft Dice)
+    L_u = 1 - 1/C sum_c (2 sum_v m_v p_vc y_vc + s) / (sum_v m_v p_vc + sum_v m_v y_vc + s)   (default: soft Dice)
     L   = L_s + lambda_u * L_u
 
+The soft Dice (:func:`~nnunet_semi.losses.weak_strong.masked_soft_dice`) sums over every voxel of the unlabeled batch
+and averages over all C classes, background included, with ``s = 1e-5``. Its denominator is ``sum p + sum y``
+(nnU-Net's soft Dice form); UniMatch's medical code uses ``sum p^2 + sum y``: ``unsup_dice_squared = True``
+switches to that (not yet measured; the default is what the benchmarks ran).
+
 Defaults (knobs as attributes): ``confidence_threshold`` tau = 0.95, ``unsup_weight`` lambda_u = 1,
-``unsup_loss = 'dice'`` (soft Dice over the confident voxels, UniMatch's medical code; ``'ce'``: FixMatch's own
-per-voxel CE, the variant ``nnUNetTrainerFixMatch_ce``; ``'ce+dice'``), ``cutmix_probability`` 0.5 per sample
-(0 = no CutMix), strong perturbations :class:`~nnunet_semi.augmentation.weak_strong.StrongIntensityConfig`
-(``strong_config``), ``unsup_rampup_fraction`` 0 (no ramp-up, as FixMatch; the threshold is its curriculum).
+``unsup_loss = 'dice'`` (the soft Dice above: UniMatch's medical code's loss up to its denominator; ``'ce'``:
+FixMatch's own per-voxel CE, the variant ``nnUNetTrainerFixMatch_ce``; ``'ce+dice'``), ``unsup_dice_squared``
+False, ``cutmix_probability`` 0.5 per sample (0 = no CutMix), strong perturbations
+:class:`~nnunet_semi.augmentation.weak_strong.StrongIntensityConfig` (``strong_config``), ``unsup_rampup_fraction``
+0 (no ramp-up, as FixMatch; the threshold is its curriculum).
 
 Why Dice is the default (issue 21: where the paper's exact setting loses inside nnU-Net, the default is the setting
 that measured best and the paper's stays a named variant): on the ``hippocampus5-cpu`` benchmark (5 labeled
@@ -29,7 +35,12 @@ Where nnU-Net's setting differs from the papers:
 * optimisation is nnU-Net's SGD / poly schedule; UniMatch halves the total loss (``(L_s + L_u) / 2``), which with
   SGD halves the learning rate: we keep ``L_s + L_u`` so that nnU-Net's tuned learning rate keeps its meaning;
 * the weak view is nnU-Net's full training augmentation (spatial + mild intensity), not only flip / crop;
-* the CutMix partner of patch i is patch i+1 of the same unlabeled batch (UniMatch draws a second unlabeled batch);
+* the CutMix partner of patch i is patch i+1 of the same unlabeled batch (UniMatch draws a second unlabeled batch).
+  An unlabeled batch of 1 (e.g. 3d_fullres batch 2 over 2 DDP ranks) has no other patch: there the partner is the
+  previous step's unlabeled (weak) patch, kept with the pseudo-labels and confidences it got on that step (one step
+  old; no extra forward pass, no second loader draw), strongly perturbed anew together with the current patch. On
+  the very first step there is no partner yet: CutMix is skipped there (logged once). The kept patch is part of the
+  checkpoint (one per DDP rank), so ``--c`` resumes with it. Batches above 1 are mixed exactly as before;
 * the weak view goes through the network without gradient (training mode; nnU-Net's UNets have no dropout and no
   batch statistics, so it equals an eval-mode pass), then labeled and strong patches in one forward pass with
   gradient: one DDP reducer per step, collectives identical on every rank; the unlabeled batch is
@@ -37,7 +48,7 @@ Where nnU-Net's setting differs from the papers:
 
 One network: validation and ``nnUNetv2_predict`` use it unchanged.
 """
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -65,25 +76,65 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         self.unsup_loss = "dice"
         self.unsup_rampup_fraction = 0.0
         self.cutmix_probability = 0.5
+        self.unsup_dice_squared = False  # soft Dice denominator sum p + sum y; True: sum p^2 + sum y (UniMatch's code)
         self.strong_config = StrongIntensityConfig()
         self._strong_transform = None
+        #: a batch of 1's CutMix partner: the previous step's weak patch, its pseudo-labels and confidences
+        self._cutmix_partner: Optional[Dict[str, torch.Tensor]] = None
+        self._cutmix_skip_logged = False
 
     # ------------------------------------------------------------------ strong views
     def strong_view(self, weak: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(strong, boxes, partner)``: the strong intensity perturbations of ``weak`` (per sample), then CutMix with
-        the next patch of the batch inside ``boxes``; mix pseudo-labels with the same ``boxes`` and ``partner``."""
+        """``(strong, boxes, partner)``: the strong intensity perturbations of ``weak`` (per sample), then CutMix inside
+        ``boxes`` with sample ``partner[i]``: the next patch of the batch, or for a batch of 1 the kept previous patch
+        (``partner = [1]``, index 1 of ``[this patch, kept patch]``); mix pseudo-labels with the same ``boxes`` and
+        ``partner`` (:meth:`mixed_pseudo_labels`)."""
         if self._strong_transform is None:
             self._strong_transform = strong_intensity_transform(self.strong_config)
-        strong = apply_per_sample(self._strong_transform, weak)
         n = weak.shape[0]
+        if n == 1 and self.cutmix_probability > 0:
+            return self._strong_view_of_one(weak)
+        strong = apply_per_sample(self._strong_transform, weak)
         boxes = cutmix_boxes(n, weak.shape[2:], p=self.cutmix_probability)
         partner = torch.roll(torch.arange(n), -1)
         return cutmix(strong, boxes, partner), boxes, partner
 
+    def _strong_view_of_one(self, weak: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._cutmix_partner is None:
+            if not self._cutmix_skip_logged:
+                self.print_to_log_file("CutMix: an unlabeled batch of 1 has no partner on the first step; CutMix is "
+                                       "skipped there, later steps mix with the previous step's unlabeled patch")
+                self._cutmix_skip_logged = True
+            strong = apply_per_sample(self._strong_transform, weak)
+            return strong, torch.zeros((1, *weak.shape[2:]), dtype=torch.bool), torch.zeros(1, dtype=torch.long)
+        pool = apply_per_sample(self._strong_transform, torch.cat((weak, self._cutmix_partner["image"].to(weak))))
+        boxes = cutmix_boxes(1, weak.shape[2:], p=self.cutmix_probability)
+        partner = torch.ones(1, dtype=torch.long)
+        return cutmix(pool[:1], boxes, partner, source=pool), boxes, partner
+
+    def _partner_source(self, x: torch.Tensor, partner: torch.Tensor, key: str) -> Optional[torch.Tensor]:
+        """What ``partner`` indexes: ``x`` itself (None), or ``x`` with the kept patch's ``key`` appended."""
+        if x.shape[0] == 1 and int(partner[0]) == 1:
+            return torch.cat((x, self._cutmix_partner[key].to(x.device)))
+        return None
+
     def mixed_pseudo_labels(self, labels: torch.Tensor, confidence: torch.Tensor, boxes: torch.Tensor,
                             partner: torch.Tensor):
         """The weak view's pseudo-labels and confidence mask (confidence >= tau), mixed like the strong view."""
-        return cutmix(labels, boxes, partner), cutmix(confidence, boxes, partner) >= self.confidence_threshold
+        mixed_labels = cutmix(labels, boxes, partner, self._partner_source(labels, partner, "labels"))
+        mixed_confidence = cutmix(confidence, boxes, partner, self._partner_source(confidence, partner, "confidence"))
+        return mixed_labels, mixed_confidence >= self.confidence_threshold
+
+    def keep_cutmix_partner(self, weak: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor) -> None:
+        """After a step on an unlabeled batch of 1 (with CutMix on): keep its weak patch, pseudo-labels and
+        confidences as the next step's CutMix partner."""
+        if weak.shape[0] == 1 and self.cutmix_probability > 0:
+            self._cutmix_partner = {"image": weak.detach().clone(), "labels": labels.detach().clone(),
+                                    "confidence": confidence.detach().clone()}
+
+    def unsup_loss_of(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The confident-voxel loss ``unsup_loss`` of one prediction (Dice denominator per ``unsup_dice_squared``)."""
+        return weak_to_strong_loss(logits, labels, mask, self.unsup_loss, squared_denominator=self.unsup_dice_squared)
 
     @staticmethod
     def pseudo_label_curves(labels: torch.Tensor, mask: torch.Tensor):
@@ -94,6 +145,17 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
     def current_unsup_weight(self) -> float:
         return self.step_rampup(self.unsup_weight, self.unsup_rampup_fraction)
 
+    # ------------------------------------------------------------------ checkpoints
+    def extra_checkpoint_state(self) -> dict:
+        """The kept CutMix partner of every DDP rank (None where the batch is not of 1 or no step ran yet)."""
+        partner = None if self._cutmix_partner is None else {k: v.cpu() for k, v in self._cutmix_partner.items()}
+        return {**super().extra_checkpoint_state(), "cutmix_partner": self.gather_per_rank(partner)}
+
+    def load_extra_checkpoint_state(self, state: dict) -> None:
+        super().load_extra_checkpoint_state(state)
+        partner = self.own_rank_entry(state.get("cutmix_partner"), "the kept CutMix partner")
+        self._cutmix_partner = None if partner is None else {k: v.to(self.device) for k, v in partner.items()}
+
     # ------------------------------------------------------------------ step
     def compute_losses(self, data, target, data_unlabeled):
         strong, boxes, partner = self.strong_view(data_unlabeled)
@@ -103,9 +165,11 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         logits_s = full_resolution(out_s)
 
         sup = self.loss(out_l, target)
-        labels, mask = self.mixed_pseudo_labels(*confident_pseudo_labels(logits_w), boxes, partner)
+        labels_w, confidence_w = confident_pseudo_labels(logits_w)
+        labels, mask = self.mixed_pseudo_labels(labels_w, confidence_w, boxes, partner)
+        self.keep_cutmix_partner(data_unlabeled, labels_w, confidence_w)
         confident, foreground = self.pseudo_label_curves(labels, mask)
-        unsup = weak_to_strong_loss(logits_s, labels, mask, self.unsup_loss)
+        unsup = self.unsup_loss_of(logits_s, labels, mask)
         w = self.current_unsup_weight()
         total = sup + w * unsup
         return total, total, {"sup_losses": sup.item(), "unsup_losses": unsup.item(),

@@ -300,8 +300,30 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
                                    also_print_to_console=True)
 
     def extra_checkpoint_state(self) -> dict:
-        """Method-specific state to checkpoint (override together with :meth:`load_extra_checkpoint_state`)."""
+        """Method-specific state to checkpoint (override together with :meth:`load_extra_checkpoint_state`). Called on
+        every DDP rank at the same points (rank 0 writes), so it may gather per-rank state (:meth:`gather_per_rank`)."""
         return {}
+
+    def gather_per_rank(self, value) -> list:
+        """``[value of rank 0, value of rank 1, ...]`` (``[value]`` without DDP): per-rank state for a checkpoint,
+        which rank 0 alone writes. A collective: every rank must call it at the same point."""
+        if not self.is_ddp:
+            return [value]
+        values = [None] * dist.get_world_size()
+        dist.all_gather_object(values, value)
+        return values
+
+    def own_rank_entry(self, values: Optional[list], what: str):
+        """This rank's entry of a :meth:`gather_per_rank` list read from a checkpoint; None (logged) when the
+        checkpoint was written by another number of ranks, or None when it has no such list."""
+        if values is None:
+            return None
+        world = dist.get_world_size() if self.is_ddp else 1
+        if len(values) != world:
+            self.print_to_log_file(f"Checkpoint was written by {len(values)} rank(s), this run has {world}: {what} "
+                                   f"is not restored, the resume is not bit-identical.")
+            return None
+        return values[self.local_rank]
 
     def load_extra_checkpoint_state(self, state: dict) -> None:
         pass
@@ -312,12 +334,7 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         :class:`~nnunet_semi.training.logging.SemiLocalLogger`), a channel nnU-Net saves and hands back on load."""
         # every rank calls save_checkpoint at the same points (nnU-Net's on_epoch_end / on_train_end), so gathering
         # the per-rank random states here is a collective identical on all ranks
-        rng = rng_state()
-        if self.is_ddp:
-            rng_all = [None] * dist.get_world_size()
-            dist.all_gather_object(rng_all, rng)
-        else:
-            rng_all = [rng]
+        rng_all = self.gather_per_rank(rng_state())
         local_logger = self.logger.local_logger
         local_logger.extra_state = {"rng_states": rng_all, "method_state": self.extra_checkpoint_state()}
         writes = self.local_rank == 0 and not self.disable_checkpointing  # where nnU-Net's save_checkpoint writes

@@ -11,22 +11,30 @@ FixMatch (:mod:`nnunet_semi.training.fixmatch`) plus
     L_u = lambda * 1/2 (L_s1 + L_s2) + mu * L_fp,    lambda = mu = 0.5 (the paper's weights)
     L   = L_s + L_u
 
-  ``L_s1``, ``L_s2``, ``L_fp`` are FixMatch's confident-voxel loss (``unsup_loss``, default soft Dice
-  as in UniMatch's medical code) against the
-  weak-view pseudo-labels (mixed with each strong view's own boxes), threshold tau = 0.95.
+  ``L_s1``, ``L_s2``, ``L_fp`` are FixMatch's confident-voxel loss (``unsup_loss``) against the weak-view
+  pseudo-labels (mixed with each strong view's own boxes), threshold tau = 0.95. The default is the soft Dice over
+  the confident voxels as in UniMatch's medical code, but with the denominator ``sum p + sum y`` where that code
+  has ``sum p^2 + sum y`` (``unsup_dice_squared = True`` gives the code's form; not yet measured), averaged over all
+  classes, background included (as that code).
 
 Knobs: ``image_weight`` (lambda), ``feature_weight`` (mu), ``feature_dropout`` (p); the FixMatch knobs apply.
 Where nnU-Net's setting differs: as FixMatch (nnU-Net's supervised loss and SGD, no overall ``/ 2``; the CutMix
-partners come from the same unlabeled batch); the perturbation is channel dropout on every skip of the UNet
-(UniMatch's U-Net for medical images perturbs all decoder inputs too). One forward pass per step
+partners come from the same unlabeled batch, for a batch of 1 the previous step's patch, in both strong views with
+their own boxes); the perturbation is channel dropout on every skip of the UNet (UniMatch's U-Net for medical images
+perturbs all decoder inputs too). One forward pass per step
 (labeled | weak | strong 1 | strong 2 | perturbed weak), DDP-safe; ``nnUNetv2_predict`` loads the plain network
 (the perturbation is a hook, not a layer).
+
+``torch.compile``: nnU-Net compiles the network on CUDA by default (``nnUNet_compile``). The perturbation hook is
+registered on the built network after nnU-Net's ``initialize`` and has not been verified under ``torch.compile``,
+so this trainer turns compilation off for itself (network and nnU-Net's Dice term, as ``nnUNet_compile=0`` would;
+one log line says so) until it is checked on a GPU.
 """
 from contextlib import nullcontext
 
 import torch
 
-from nnunet_semi.losses.weak_strong import confident_pseudo_labels, weak_to_strong_loss
+from nnunet_semi.losses.weak_strong import confident_pseudo_labels
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
 from nnunet_semi.networks.outputs import full_resolution, split_batch
@@ -50,6 +58,16 @@ class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
         self.feature_weight = 0.5  # mu
         self.feature_dropout = 0.5
         self.feature_perturbation = None
+        self._compile_refusal_logged = False
+
+    def _do_i_compile(self) -> bool:
+        """Never: nnU-Net's decision is asked (it logs its own reasons) and a "yes" is refused with one log line."""
+        if super()._do_i_compile() and not self._compile_refusal_logged:
+            self.print_to_log_file("torch.compile disabled for UniMatch: its feature perturbation is a forward "
+                                   "pre-hook on the decoder, registered after the network is built, and is not "
+                                   "verified under torch.compile; the network runs uncompiled (as nnUNet_compile=0)")
+            self._compile_refusal_logged = True
+        return False
 
     def initialize(self):
         super().initialize()
@@ -71,10 +89,10 @@ class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
         confident, foreground = self.pseudo_label_curves(labels_w, mask_w)
         labels_1, mask_1 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_1, partner_1)
         labels_2, mask_2 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_2, partner_2)
-        l_s1 = weak_to_strong_loss(logits_s1, labels_1, mask_1, self.unsup_loss)
-        l_s2 = weak_to_strong_loss(logits_s2, labels_2, mask_2, self.unsup_loss)
-        l_fp = weak_to_strong_loss(logits_fp[0], labels_w, mask_w, self.unsup_loss) if use_fp else \
-            torch.zeros((), device=sup.device)
+        self.keep_cutmix_partner(data_unlabeled, labels_w, confidence_w)
+        l_s1 = self.unsup_loss_of(logits_s1, labels_1, mask_1)
+        l_s2 = self.unsup_loss_of(logits_s2, labels_2, mask_2)
+        l_fp = self.unsup_loss_of(logits_fp[0], labels_w, mask_w) if use_fp else torch.zeros((), device=sup.device)
         w = self.current_unsup_weight()
         unsup = self.image_weight * 0.5 * (l_s1 + l_s2) + self.feature_weight * l_fp
         total = sup + w * unsup

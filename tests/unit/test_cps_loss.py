@@ -1,4 +1,5 @@
-"""CPS loss (eq. 5 of the CCM paper) against an independent NumPy recomputation."""
+"""CPS loss (eq. 5 of the CCM paper, and its Dice form) and the CPS trainers' step against independent NumPy
+recomputations, gradients included."""
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 
 from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreement, pseudo_label_agreement
 from nnunet_semi.schedules import sigmoid_rampup
+from tests.unit.test_teacher_family import _batch, make_trainer  # noqa: F401 (make_trainer: the fixture)
 
 
 def _ce_numpy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -41,14 +43,6 @@ def test_cps_hand_computed_two_pixels():
     assert l_b.item() == pytest.approx((ce([0, 1], 0) + ce([3, 0], 0)) / 2)
 
 
-def test_pseudo_labels_carry_no_gradient():
-    a = torch.randn(2, 3, 5, 5, requires_grad=True)
-    b = torch.randn(2, 3, 5, 5, requires_grad=True)
-    l_a, _ = cross_pseudo_supervision(a, b)
-    l_a.backward()
-    assert b.grad is None and a.grad is not None and a.grad.abs().sum() > 0
-
-
 def test_agreement_and_rampup():
     a = torch.tensor([[[1.0, 0.0, 0.0, 2.0], [0.0, 1.0, 1.0, 0.0]]])
     b = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]])
@@ -74,14 +68,53 @@ def test_shape_mismatch_is_rejected():
         cross_pseudo_supervision(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 4, 4))
 
 
-def _soft_dice_numpy(logits: np.ndarray, labels: np.ndarray, smooth: float = 1e-5) -> float:
-    """1 - mean over classes of (2 sum p y + s) / (sum p + sum y + s), sums over every voxel of the batch."""
+def _softmax_and_one_hot(logits: np.ndarray, labels: np.ndarray):
     shifted = logits - logits.max(1, keepdims=True)
     p = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
     y = np.stack([labels == c for c in range(logits.shape[1])], 1).astype(np.float64)
-    axes = (0,) + tuple(range(2, logits.ndim))
+    return p, y, (0,) + tuple(range(2, logits.ndim))
+
+
+def _soft_dice_numpy(logits: np.ndarray, labels: np.ndarray, smooth: float = 1e-5,
+                     include_background: bool = True) -> float:
+    """1 - mean over classes of (2 sum p y + s) / (sum p + sum y + s), sums over every voxel of the batch; the mean
+    over all classes, or over classes 1.. only."""
+    p, y, axes = _softmax_and_one_hot(logits, labels)
     dice = (2 * (p * y).sum(axes) + smooth) / (p.sum(axes) + y.sum(axes) + smooth)
-    return float(1 - dice.mean())
+    return float(1 - (dice if include_background else dice[1:]).mean())
+
+
+def _gradient_numpy(logits: np.ndarray, labels: np.ndarray, kind: str, smooth: float = 1e-5) -> np.ndarray:
+    """d loss / d logits with the labels held constant, by hand: CE (mean over pixels) -> (p - y) / N; soft Dice ->
+    with g_vc = d loss / d p_vc = -1/C (2 y_vc (D_c + s) - (2 I_c + s)) / (D_c + s)^2 the softmax chain rule
+    p_vk (g_vk - sum_c g_vc p_vc)."""
+    p, y, axes = _softmax_and_one_hot(logits, labels)
+    if kind == "ce":
+        return (p - y) / (p.size / p.shape[1])
+    intersection = (p * y).sum(axes, keepdims=True)
+    denominator = p.sum(axes, keepdims=True) + y.sum(axes, keepdims=True) + smooth
+    g = -(2 * y * denominator - (2 * intersection + smooth)) / denominator ** 2 / logits.shape[1]
+    return p * (g - (g * p).sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("kind", ["ce", "dice"])
+def test_each_network_gets_the_gradient_of_its_own_term_only(kind):
+    """l_a = l(P_a, argmax P_b) must reach network a only, with the gradient of a loss whose targets are constants:
+    no gradient path into b at all (autograd reports None, not zeros), and a's gradient equal to the hand gradient.
+    A soft or straight-through pseudo-label (b's probabilities reaching the target), or a network supervised by its
+    own argmax, fails here."""
+    rng = np.random.default_rng(4)
+    a_np, b_np = rng.normal(size=(2, 3, 5, 4)) * 2, rng.normal(size=(2, 3, 5, 4)) * 2
+    a, b = torch.tensor(a_np, requires_grad=True), torch.tensor(b_np, requires_grad=True)
+    l_a, l_b = cross_pseudo_supervision(a, b, kind=kind)
+    tolerance = {"rtol": 1e-12, "atol": 1e-15} if kind == "ce" else {"rtol": 1e-4, "atol": 1e-8}  # Dice in float32
+    grad_a, grad_b = torch.autograd.grad(l_a, (a, b), allow_unused=True, retain_graph=True)
+    assert grad_b is None
+    np.testing.assert_allclose(grad_a.numpy(), _gradient_numpy(a_np, b_np.argmax(1), kind), **tolerance)
+    grad_a, grad_b = torch.autograd.grad(l_b, (a, b), allow_unused=True)
+    assert grad_a is None
+    np.testing.assert_allclose(grad_b.numpy(), _gradient_numpy(b_np, a_np.argmax(1), kind), **tolerance)
+    assert np.abs(grad_b.numpy()).max() > 1e-4  # a real gradient, not a vanishing one
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 9, 7), (2, 3, 4, 5, 6)])
@@ -97,13 +130,81 @@ def test_cps_dice_form_equals_numpy_recomputation(shape):
     assert same.item() == pytest.approx(_soft_dice_numpy(a, a.argmax(1)), rel=1e-6) and same.item() < l_a.item()
 
 
-def test_cps_dice_form_gradient_and_bad_arguments():
-    a = torch.randn(2, 3, 5, 5, requires_grad=True)
-    b = torch.randn(2, 3, 5, 5, requires_grad=True)
-    l_a, _ = cross_pseudo_supervision(a, b, kind="dice")
-    l_a.backward()
-    assert b.grad is None and a.grad.abs().sum() > 0
+def test_cps_dice_form_without_background_equals_numpy_recomputation():
+    """The switch towards nnU-Net's class set: the mean over the foreground classes only."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 4, 6, 5)) * 3, rng.normal(size=(2, 4, 6, 5)) * 3
+    l_a, l_b = cross_pseudo_supervision(torch.from_numpy(a), torch.from_numpy(b), kind="dice",
+                                        include_background=False)
+    assert l_a.item() == pytest.approx(_soft_dice_numpy(a, b.argmax(1), include_background=False), rel=1e-6)
+    assert l_b.item() == pytest.approx(_soft_dice_numpy(b, a.argmax(1), include_background=False), rel=1e-6)
+    with_background = cross_pseudo_supervision(torch.from_numpy(a), torch.from_numpy(b), kind="dice")[0].item()
+    assert abs(with_background - l_a.item()) > 1e-3  # the two class sets really differ here
+
+
+def test_cps_bad_arguments():
+    a, b = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5)
     with pytest.raises(ValueError, match="reduction"):
         cross_pseudo_supervision(a, b, reduction="none", kind="dice")
     with pytest.raises(ValueError, match="expected 'ce' or 'dice'"):
         cross_pseudo_supervision(a, b, kind="focal")
+    with pytest.raises(ValueError, match="Dice form of cross pseudo supervision only"):
+        cross_pseudo_supervision(a, b, kind="ce", include_background=False)
+
+
+# ------------------------------------------------------------------------------------------------- CPS trainer step
+def _forward_members(trainer, x, target, xu):
+    """Each network on its own (not the trainer's joint pass): nnU-Net's supervised loss on the labeled batch and
+    the full-resolution logits on the unlabeled batch (float64 NumPy)."""
+    with torch.no_grad():
+        sup = [trainer.loss(net(x), target).item() for net in trainer.network.members]
+        logits = [net(xu)[0].double().numpy() for net in trainer.network.members]
+    return sup, logits
+
+
+def _mean_ce_numpy(logits, labels):
+    return float(_ce_numpy(logits, labels).mean())
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("trainer_name, kind, alpha", [("nnUNetTrainerCPS", "dice", 1.0),  # the default
+                                                       ("nnUNetTrainerCPS_paper", "ce", 0.1)])  # eq. 5-6
+def test_cps_step_equals_independent_recomputation(make_trainer, ndim, trainer_name, kind, alpha):
+    """compute_losses of the CPS trainers against the two networks run separately and eq. 4-6 in NumPy:
+    L_s = 1/2 (sup_a + sup_b), L_c = 1/2 (l(P_a, argmax P_b) + l(P_b, argmax P_a)), logged L_s + alpha L_c,
+    back-propagated 2 (L_s + alpha L_c)."""
+    trainer = make_trainer(trainer_name, ndim)
+    assert (trainer.cps_loss, trainer.cps_weight, trainer.cps_on_labeled) == (kind, alpha, False)
+    x, target, xu = _batch(trainer)
+    total, logged, curves = trainer.compute_losses(x, target, xu)
+
+    (sup_a, sup_b), (za, zb) = _forward_members(trainer, x, target, xu)
+    assert not np.array_equal(za.argmax(1), zb.argmax(1))  # two independently initialised networks
+    loss = _soft_dice_numpy if kind == "dice" else _mean_ce_numpy
+    cps_a, cps_b = loss(za, zb.argmax(1)), loss(zb, za.argmax(1))
+    l_s, l_c = 0.5 * (sup_a + sup_b), 0.5 * (cps_a + cps_b)
+    assert curves["sup_losses"] == pytest.approx(l_s, rel=1e-4)
+    assert curves["cps_losses"] == pytest.approx(l_c, rel=1e-4)
+    assert logged.item() == pytest.approx(l_s + alpha * l_c, rel=1e-4)
+    assert total.item() == pytest.approx(sup_a + sup_b + alpha * (cps_a + cps_b), rel=1e-4)
+    agreement = (za.argmax(1) == zb.argmax(1)).mean()
+    assert curves["pseudo_label_agreement"] == pytest.approx(agreement, rel=1e-6)
+    fg_a, fg_b = za.argmax(1) > 0, zb.argmax(1) > 0
+    fg_dice = 2 * (fg_a & (za.argmax(1) == zb.argmax(1))).sum() / (fg_a.sum() + fg_b.sum())
+    assert curves["foreground_agreement"] == pytest.approx(fg_dice, rel=1e-6)
+    total.backward()  # both networks learn (the lowest-resolution head has nnU-Net's deep-supervision weight 0)
+    for net in trainer.network.members:
+        assert all(p.grad is not None for n, p in net.named_parameters() if "seg_layers.0" not in n)
+
+
+def test_cps_step_dice_without_background(make_trainer):
+    """``cps_dice_include_background = False`` reaches the loss: the cross term is the foreground-class mean."""
+    trainer = make_trainer("nnUNetTrainerCPS", 2)
+    trainer.cps_dice_include_background = False
+    x, target, xu = _batch(trainer)
+    _, _, curves = trainer.compute_losses(x, target, xu)
+    _, (za, zb) = _forward_members(trainer, x, target, xu)
+    expected = 0.5 * (_soft_dice_numpy(za, zb.argmax(1), include_background=False) +
+                      _soft_dice_numpy(zb, za.argmax(1), include_background=False))
+    assert curves["cps_losses"] == pytest.approx(expected, rel=1e-4)
+    assert abs(expected - 0.5 * (_soft_dice_numpy(za, zb.argmax(1)) + _soft_dice_numpy(zb, za.argmax(1)))) > 1e-3

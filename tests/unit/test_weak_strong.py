@@ -1,16 +1,23 @@
 """FixMatch / UniMatch pieces: the confident-voxel losses against NumPy recomputations, CutMix boxes (image and
 pseudo-labels mixed with the same box), strong views that keep the weak view's geometry, the feature-perturbation
 hook on a real nnU-Net UNet, and both trainers' compute_losses against an independent recomputation."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.eval_frame import OptimizedModule
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_semi.augmentation.weak_strong import (StrongIntensityConfig, apply_per_sample, cutmix, cutmix_boxes,
                                                   strong_intensity_transform)
 from nnunet_semi.losses.weak_strong import (confident_pseudo_labels, masked_cross_entropy, masked_soft_dice,
                                             weak_to_strong_loss)
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
-from tests.unit.test_teacher_family import make_trainer  # noqa: F401 (the fixture: a real trainer, no data)
+from nnunet_semi.training import TRAINERS
+from tests.unit.test_teacher_family import DATASET_JSON, _plans, make_trainer  # noqa: F401 (fixture: a real trainer)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -24,14 +31,16 @@ def _masked_ce_numpy(logits, labels, mask):
     return (ce * mask).sum() / ce.size  # 1/|V| sum over ALL voxels of 1(conf >= tau) * H
 
 
-def _masked_dice_numpy(logits, labels, mask, smooth=1e-5):
-    """1 - mean over classes of the soft Dice on the confident voxels (sums over the whole batch)."""
+def _masked_dice_numpy(logits, labels, mask, smooth=1e-5, squared=False, include_background=True):
+    """1 - mean over classes of the soft Dice on the confident voxels (sums over the whole batch); the denominator
+    sum p + sum y, or sum p^2 + sum y (``squared``); every class, or classes 1.. only."""
     p = _softmax(logits)
     dice = []
-    for c in range(logits.shape[1]):
+    for c in range(0 if include_background else 1, logits.shape[1]):
         y = (labels == c).astype(float)
         inter = (mask * p[:, c] * y).sum()
-        dice.append((2 * inter + smooth) / ((mask * p[:, c]).sum() + (mask * y).sum() + smooth))
+        predicted = p[:, c] ** 2 if squared else p[:, c]
+        dice.append((2 * inter + smooth) / ((mask * predicted).sum() + (mask * y).sum() + smooth))
     return 1 - np.mean(dice)
 
 
@@ -66,12 +75,43 @@ def test_confident_dice_equals_numpy_recomputation():
         weak_to_strong_loss(torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(mask), "mse")
 
 
+def test_masked_soft_dice_switches_equal_numpy_recomputation():
+    """The alternatives to be decided on a validation split: UniMatch's code's squared denominator, nnU-Net's class
+    set without background; each against NumPy, each really another number than the default."""
+    rng = np.random.default_rng(2)
+    logits, labels = rng.normal(size=(2, 4, 6, 5)) * 2, rng.integers(0, 4, size=(2, 6, 5))
+    mask = rng.random((2, 6, 5)) > 0.3
+    args = torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(mask)
+    default = masked_soft_dice(*args).item()
+    for squared in (False, True):
+        for background in (True, False):
+            got = masked_soft_dice(*args, squared_denominator=squared, include_background=background).item()
+            assert got == pytest.approx(_masked_dice_numpy(logits, labels, mask, squared=squared,
+                                                           include_background=background), rel=1e-6)
+            assert (squared, background) == (False, True) or abs(got - default) > 1e-3
+    mixed = weak_to_strong_loss(*args, "ce+dice", squared_denominator=True).item()
+    assert mixed == pytest.approx(0.5 * (_masked_ce_numpy(logits, labels, mask) +
+                                           _masked_dice_numpy(logits, labels, mask, squared=True)), rel=1e-6)
+    with pytest.raises(ValueError, match="at least one foreground class"):
+        masked_soft_dice(args[0][:, :1], args[1] * 0, args[2], include_background=False)
+
+
 def test_pseudo_labels_carry_no_gradient():
-    weak = torch.randn(2, 3, 5, 5, requires_grad=True)
-    strong = torch.randn(2, 3, 5, 5, requires_grad=True)
+    """The confidence max_c softmax(weak) is differentiable: confident_pseudo_labels must cut it off. Used as a soft
+    weight of the strong view's CE, the gradient reaches the strong logits only, and equals the hand gradient with
+    the weights and labels held constant: confidence * (softmax - one_hot) / N."""
+    rng = np.random.default_rng(3)
+    weak_np, strong_np = rng.normal(size=(2, 3, 5, 4)) * 2, rng.normal(size=(2, 3, 5, 4)) * 2
+    weak, strong = torch.tensor(weak_np, requires_grad=True), torch.tensor(strong_np, requires_grad=True)
     labels, confidence = confident_pseudo_labels(weak)
-    masked_cross_entropy(strong, labels, confidence >= 0.0).backward()
-    assert weak.grad is None and strong.grad.abs().sum() > 0
+    assert not labels.requires_grad and not confidence.requires_grad
+    ce = torch.nn.functional.cross_entropy(strong, labels, reduction="none")
+    grad_weak, grad_strong = torch.autograd.grad((ce * confidence).mean(), (weak, strong), allow_unused=True)
+    assert grad_weak is None
+    q, p = _softmax(weak_np), _softmax(strong_np)
+    one_hot = np.eye(3)[q.argmax(1)].transpose(0, 3, 1, 2)
+    expected = q.max(1)[:, None] * (p - one_hot) / q.max(1).size
+    np.testing.assert_allclose(grad_strong.numpy(), expected, rtol=1e-6, atol=1e-9)  # confidence in float32
 
 
 # ------------------------------------------------------------------------------------------------- CutMix
@@ -195,15 +235,28 @@ def _forward_again(trainer, x, target, xu, strong):
     return weak, strong_logits, sup
 
 
+def _squared_dice_numpy(logits, labels, mask):
+    return _masked_dice_numpy(logits, labels, mask, squared=True)
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
-@pytest.mark.parametrize("trainer_name, recompute", [("nnUNetTrainerFixMatch", _masked_dice_numpy),  # the default
-                                                     ("nnUNetTrainerFixMatch_ce", _masked_ce_numpy)])  # the paper's
-def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim, trainer_name, recompute):
+@pytest.mark.parametrize("trainer_name, squared, recompute", [
+    ("nnUNetTrainerFixMatch", False, _masked_dice_numpy),  # the default
+    ("nnUNetTrainerFixMatch_ce", False, _masked_ce_numpy),  # the paper's
+    ("nnUNetTrainerFixMatch", True, _squared_dice_numpy)])  # unsup_dice_squared: UniMatch's code's denominator
+def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim, trainer_name, squared, recompute):
     trainer = make_trainer(trainer_name, ndim)
+    assert trainer.unsup_dice_squared is False
+    trainer.unsup_dice_squared = squared
     trainer.confidence_threshold = 0.4  # an untrained 3-class network is rarely 0.95-confident
     x, target, xu = _inputs(trainer)
     strong, boxes, partner = _fixed_strong_view(trainer, xu)
+    passes = []  # (batch size, output requires grad) of every forward pass
+    handle = trainer.network.register_forward_hook(lambda m, a, out: passes.append((a[0].shape[0],
+                                                                                     out[0].requires_grad)))
     total, logged, curves = trainer.compute_losses(x, target, xu)
+    handle.remove()
+    assert passes == [(4, False), (8, True)]  # the weak view without gradient, then labeled | strong with it
 
     weak, strong_logits, sup = _forward_again(trainer, x, target, xu, strong)
     q = _softmax(weak)
@@ -219,6 +272,8 @@ def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim, trai
     assert total.item() == pytest.approx(sup + 1.0 * l_u, rel=1e-4) and logged is total
     total.backward()  # (nnU-Net gives the lowest-resolution deep-supervision head weight 0: no gradient there)
     assert all(p.grad is not None for n, p in trainer.network.named_parameters() if "seg_layers" not in n)
+    if squared:
+        assert abs(l_u - _masked_dice_numpy(strong_logits, labels, mask)) > 1e-3  # the switch changes the number
 
 
 def test_unimatch_weights_and_feature_stream(make_trainer):
@@ -251,3 +306,204 @@ def test_unimatch_nofp_decodes_no_perturbed_rows(make_trainer):
     _, _, curves = trainer.compute_losses(x, target, xu)
     handle.remove()
     assert rows == [4 + 3 * 4] and curves["fp_losses"] == 0.0  # labeled + weak + two strong views, no 5th part
+
+
+def _record_strong_views(trainer) -> list:
+    """Run the trainer's real strong_view, recording each ``(strong, boxes, partner)`` it returns."""
+    views, real = [], trainer.strong_view
+
+    def recording(weak):
+        views.append(real(weak))
+        return views[-1]
+
+    trainer.strong_view = recording
+    return views
+
+
+def _logits(trainer, *inputs):
+    with torch.no_grad():
+        return [trainer.network(i)[0].double().numpy() for i in inputs]
+
+
+def test_unimatch_two_real_strong_views_each_with_its_own_boxes(make_trainer):
+    """The real strong_view twice: two different views (perturbations and boxes); L_s1 and L_s2 each recomputed with
+    the pseudo-labels mixed by its own view's boxes (with the boxes of the other view the number is another one, so
+    exchanging boxes_1 / boxes_2 in the trainer fails here). The weak rows of the joint pass only make pseudo-labels:
+    they receive exactly zero gradient."""
+    trainer = make_trainer("nnUNetTrainerUniMatch", 2)
+    trainer.feature_perturbation = SkipFeatureDropout(trainer.network, p=0.0)  # L_fp recomputable from the weak pass
+    trainer.confidence_threshold, trainer.cutmix_probability = 0.4, 1.0
+    x, target, xu = _inputs(trainer)
+    views = _record_strong_views(trainer)
+    joint = []
+
+    def keep_gradient(module, args, out):  # returns None: the output stays the network's
+        out[0].retain_grad()
+        joint.append(out[0])
+
+    handle = trainer.network.register_forward_hook(keep_gradient)
+    torch.manual_seed(11)
+    np.random.seed(11)
+    total, _, curves = trainer.compute_losses(x, target, xu)
+    handle.remove()
+
+    (strong_1, boxes_1, partner_1), (strong_2, boxes_2, partner_2) = views
+    assert not torch.allclose(strong_1, strong_2, atol=1e-2) and not torch.equal(boxes_1, boxes_2)
+    assert all(b.flatten(1).any(1).all() for b in (boxes_1, boxes_2))  # every sample got a box in both views
+    weak, z1, z2 = _logits(trainer, xu, strong_1, strong_2)
+    with torch.no_grad():
+        sup = trainer.loss(trainer.network(x), target).item()
+    q = _softmax(weak)
+
+    def strong_loss(z, boxes, partner):
+        b, part = boxes.numpy(), partner.numpy()
+        return _masked_dice_numpy(z, np.where(b, q.argmax(1)[part], q.argmax(1)),
+                                  np.where(b, q.max(1)[part], q.max(1)) >= 0.4)
+
+    l_s = 0.5 * (strong_loss(z1, boxes_1, partner_1) + strong_loss(z2, boxes_2, partner_2))
+    swapped = 0.5 * (strong_loss(z1, boxes_2, partner_2) + strong_loss(z2, boxes_1, partner_1))
+    assert abs(swapped - l_s) > 1e-3  # 10 x the tolerance below: the test tells the two assignments apart
+    l_fp = _masked_dice_numpy(weak, q.argmax(1), q.max(1) >= 0.4)
+    assert curves["unsup_losses"] == pytest.approx(l_s, rel=1e-4)
+    assert total.item() == pytest.approx(sup + 0.5 * l_s + 0.5 * l_fp, rel=1e-4)
+
+    total.backward()
+    grad = joint[0].grad  # rows: labeled | weak | strong 1 | strong 2 | perturbed weak
+    assert torch.count_nonzero(grad[4:8]) == 0
+    assert all(torch.count_nonzero(grad[r]) > 0 for r in (0, 8, 12, 16))
+
+
+# ------------------------------------------------------------------------------------------------- a batch of 1
+def _identity_strong(trainer) -> None:
+    """No intensity perturbation: the strong view is the CutMix of the weak patches itself."""
+    trainer.strong_config = StrongIntensityConfig(p_brightness=0, p_contrast=0, p_gamma=0, p_blur=0, p_noise=0)
+
+
+@pytest.mark.parametrize("trainer_name", ["nnUNetTrainerFixMatch", "nnUNetTrainerUniMatch"])
+def test_a_batch_of_one_mixes_with_the_previous_steps_patch(make_trainer, trainer_name):
+    """Unlabeled batch of 1: the first step has no partner (no box, one log line); the next step's strong view(s)
+    carry the previous patch inside the box and the current one outside, and the loss uses the previous patch's
+    pseudo-labels and confidences inside the same box."""
+    trainer = make_trainer(trainer_name, 2)
+    if trainer_name == "nnUNetTrainerUniMatch":
+        trainer.feature_perturbation = SkipFeatureDropout(trainer.network, p=0.0)
+    trainer.confidence_threshold, trainer.cutmix_probability = 0.4, 1.0
+    _identity_strong(trainer)
+    x, target, xu = _inputs(trainer, n=2)
+    x1, target1 = x[:1], [t[:1] for t in target]
+    previous, current = xu[:1] * 0.2 + 3, xu[1:]  # a brighter patch: other pseudo-labels than the current one
+    views = _record_strong_views(trainer)
+    message = "CutMix: an unlabeled batch of 1 has no partner on the first step"
+
+    trainer.compute_losses(x1, target1, previous)
+    assert views and all(not b.any() and torch.equal(s, previous) for s, b, _ in views)
+    assert Path(trainer.log_file).read_text().count(message) == 1
+    views.clear()
+    _, _, curves = trainer.compute_losses(x1, target1, current)
+
+    q_previous, q_current = (_softmax(z) for z in _logits(trainer, previous, current))
+    losses, unmixed = [], []
+    for strong, boxes, partner in views:
+        inside = boxes[0]
+        assert 0 < inside.sum() < inside.numel() and partner.tolist() == [1]
+        assert torch.equal(strong[0][:, inside], previous[0][:, inside])
+        assert torch.equal(strong[0][:, ~inside], current[0][:, ~inside])
+        b = inside.numpy()[None]
+        labels = np.where(b, q_previous.argmax(1), q_current.argmax(1))
+        mask = np.where(b, q_previous.max(1), q_current.max(1)) >= 0.4
+        z, = _logits(trainer, strong)
+        losses.append(_masked_dice_numpy(z, labels, mask))
+        unmixed.append(_masked_dice_numpy(z, q_current.argmax(1), q_current.max(1) >= 0.4))
+        assert abs(losses[-1] - unmixed[-1]) > 1e-3  # the mixed pseudo-labels are really another target
+    assert len(views) == (2 if trainer_name == "nnUNetTrainerUniMatch" else 1)
+    assert curves["unsup_losses"] == pytest.approx(np.mean(losses), rel=1e-4)
+    assert Path(trainer.log_file).read_text().count(message) == 1  # logged once
+
+
+def test_a_batch_above_one_keeps_todays_strong_view_and_no_partner(make_trainer):
+    """n > 1: the strong view is exactly the per-sample perturbation then CutMix with the next patch of the batch,
+    from the same random streams (the numerics the benchmarks ran); no partner is kept or checkpointed."""
+    trainer = make_trainer("nnUNetTrainerFixMatch", 2)
+    x, target, xu = _inputs(trainer)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        strong, boxes, partner = trainer.strong_view(xu)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        expected = apply_per_sample(strong_intensity_transform(trainer.strong_config), xu)
+        expected_boxes = cutmix_boxes(4, xu.shape[2:], p=0.5)
+        assert partner.tolist() == [1, 2, 3, 0] and torch.equal(boxes, expected_boxes)
+        assert torch.equal(strong, cutmix(expected, expected_boxes, partner))
+    trainer.compute_losses(x, target, xu)
+    assert trainer.extra_checkpoint_state() == {"cutmix_partner": [None]}
+
+
+def test_the_kept_partner_travels_in_the_checkpoint_state(make_trainer, tmp_path):
+    """A resumed run continues with the same partner: the state written after a step, loaded into a fresh trainer,
+    gives the same strong view from the same random streams. A checkpoint of another number of ranks restores none
+    (logged)."""
+    trainer = make_trainer("nnUNetTrainerFixMatch", 2)
+    trainer.cutmix_probability = 1.0
+    x, target, xu = _inputs(trainer, n=2)
+    trainer.compute_losses(x[:1], [t[:1] for t in target], xu[:1])
+    torch.save(trainer.extra_checkpoint_state(), tmp_path / "state.pth")
+    state = torch.load(tmp_path / "state.pth", weights_only=False)
+    kept = state["cutmix_partner"][0]
+    assert torch.equal(kept["image"], xu[:1])
+    q, = (_softmax(z) for z in _logits(trainer, xu[:1]))
+    assert np.array_equal(kept["labels"].numpy(), q.argmax(1))
+    np.testing.assert_allclose(kept["confidence"].numpy(), q.max(1), rtol=1e-6)
+
+    resumed = make_trainer("nnUNetTrainerFixMatch", 2)
+    resumed.cutmix_probability = 1.0
+    resumed.load_extra_checkpoint_state(state)
+    views = []
+    for t in (trainer, resumed):
+        torch.manual_seed(7)
+        np.random.seed(7)
+        views.append(t.strong_view(xu[1:]))
+    assert views[0][1].any() and all(torch.equal(a, b) for a, b in zip(*views))
+
+    other = make_trainer("nnUNetTrainerFixMatch", 2)
+    other.load_extra_checkpoint_state({"cutmix_partner": state["cutmix_partner"] * 2})
+    assert other._cutmix_partner is None
+    assert "written by 2 rank(s), this run has 1: the kept CutMix partner is not restored" in \
+        Path(other.log_file).read_text()
+    other.load_extra_checkpoint_state({})  # a checkpoint from before the partner existed
+    assert other._cutmix_partner is None
+
+
+# ------------------------------------------------------------------------------------------------- torch.compile
+def _nnunet_would_compile(self) -> bool:
+    """nnU-Net's _do_i_compile past its CPU refusal (its CUDA branch): ``nnUNet_compile`` unset or true."""
+    return os.environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
+
+
+@pytest.mark.parametrize("trainer_name", ["nnUNetTrainerFixMatch", "nnUNetTrainerUniMatch"])
+def test_unimatch_turns_torch_compile_off(tmp_path, monkeypatch, trainer_name):
+    """nnU-Net's real initialize() with nnUNet_compile=1 and its compile decision as on CUDA (CPU here): FixMatch's
+    network and Dice term are compiled (the control: the set-up really asks for compilation), UniMatch's are not,
+    one log line says why, and its feature perturbation works on the network it trains (perturbed rows differ from
+    the clean rows)."""
+    monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    monkeypatch.setenv("nnUNet_compile", "1")
+    monkeypatch.delenv("nnUNet_semi_seed", raising=False)
+    monkeypatch.setattr(nnUNetTrainer, "_do_i_compile", _nnunet_would_compile)
+    trainer = TRAINERS[trainer_name](_plans(2), "cfg", 0, dict(DATASET_JSON), device=torch.device("cpu"))
+    trainer.preprocessed_dataset_folder = str(tmp_path / "preprocessed")
+    os.makedirs(trainer.preprocessed_dataset_folder)
+    (tmp_path / "preprocessed" / "case.b2nd").touch()  # nnU-Net infers its dataset class from the file ending
+    trainer.initialize()
+    log = Path(trainer.log_file).read_text()
+    compiled = isinstance(trainer.network, OptimizedModule)
+    if trainer_name == "nnUNetTrainerFixMatch":
+        assert compiled and isinstance(trainer.loss.loss.dc, OptimizedModule) and "Using torch.compile" in log
+        return
+    assert not compiled and not isinstance(trainer.loss.loss.dc, OptimizedModule)
+    assert "Using torch.compile" not in log and log.count("torch.compile disabled for UniMatch") == 1
+    x = torch.randn(2, 1, *trainer.configuration_manager.patch_size)
+    torch.manual_seed(0)
+    with torch.no_grad(), trainer.feature_perturbation.active(0, 2):
+        out = trainer.network(x)[0]
+    assert out.shape[0] == 4 and not torch.allclose(out[2:], out[:2], atol=1e-3)
