@@ -89,7 +89,7 @@ class _Parsed(Exception):
 
 
 def test_every_console_script_help_shows_an_example_that_parses(monkeypatch, capsys):
-    monkeypatch.setenv("COLUMNS", "250")  # one example per line, whatever the terminal
+    monkeypatch.setenv("COLUMNS", "80")  # the example stays on one line in an 80-column terminal
     original_parse_args = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):
@@ -104,8 +104,11 @@ def test_every_console_script_help_shows_an_example_that_parses(monkeypatch, cap
             entry()
         assert exit_info.value.code == 0, script
         help_text = capsys.readouterr().out
-        examples = [line for line in help_text.splitlines() if line.startswith("example: ")]
+        lines = help_text.splitlines()
+        examples = [line for line in lines if line.startswith("example: ")]
         assert len(examples) == 1, f"{script} --help shows {len(examples)} 'example: ...' lines"
+        following = lines[lines.index(examples[0]) + 1:]
+        assert not following or not following[0].strip(), f"{script}'s example is wrapped: {examples[0]}"
         command = re.search(rf"(?<![\w]){script}((?: [^\s)\"#]+)*)", examples[0])
         assert command, f"{script}'s example does not run {script}: {examples[0]}"
         monkeypatch.setattr(sys, "argv", [script, *shlex.split(command.group(1))])
