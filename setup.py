@@ -1,11 +1,41 @@
+import re
+
 from setuptools import find_packages, setup
+
+# one version, in the package (``nnunet_semi.__version__``, printed by ``nnunet_semi --version``)
+with open("nnunet_semi/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setup(
     name="nnunet-semi",
-    version="0.1.0",
+    version=VERSION,
     description="Semi- and self-supervised training for nnU-Net v2: unlabeled images inside nnU-Net's own workflow.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",  # as nnU-Net; full text in LICENSE
+    license_files=["LICENSE"],
+    keywords=["nnU-Net", "semi-supervised learning", "self-supervised pretraining", "medical image segmentation",
+              "pseudo-labels", "contrastive learning", "deep learning", "PyTorch"],
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Science/Research",
+        "Intended Audience :: Healthcare Industry",
+        "Intended Audience :: Developers",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+    # the project's own repository URL is added here when it is published; until then the framework it plugs into
+    project_urls={
+        "nnU-Net": "https://github.com/MIC-DKFZ/nnUNet",
+        "nnU-Net documentation": "https://github.com/MIC-DKFZ/nnUNet/tree/master/documentation",
+    },
     python_requires=">=3.10",
     packages=find_packages(include=["nnunet_semi", "nnunet_semi.*", "pretraining", "pretraining.*",
                                     "dataset_conversion", "dataset_conversion.*"]),
@@ -27,6 +57,7 @@ setup(
     extras_require={"wandb": ["wandb>=0.18"], "test": ["pytest>=7", "wandb>=0.18"]},
     entry_points={
         "console_scripts": [
+            "nnunet_semi=nnunet_semi.__main__:main",
             "nnunet_semi_ext_trainer=nnunet_semi.apps.ext_trainer:ext_trainer_entry",
             "nnunet_semi_preprocess_unlabeled=nnunet_semi.data.unlabeled:preprocess_unlabeled_entry",
             "nnunet_semi_small_plans=nnunet_semi.apps.small_plans:small_plans_entry",

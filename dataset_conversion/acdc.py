@@ -501,6 +501,7 @@ def acdc_entry(argv: Optional[List[str]] = None) -> None:
     """``python -m dataset_conversion.acdc {h5,original} ...``"""
     parser = argparse.ArgumentParser(
         prog="nnunet_semi_convert_acdc",
+        epilog="example: nnunet_semi_convert_acdc h5 -i ACDC --labeled 7 --selection list",
         description="Convert ACDC (SSL4MIS h5 release or original release) into an nnU-Net v2 raw dataset with "
                     "labeled / validation (imagesTr), test (imagesTs) and unlabeled (imagesUnlabeled) cases and a "
                     "one-fold splits_final.json (labeled vs. validation).")

@@ -211,6 +211,7 @@ def la_entry(argv: Optional[List[str]] = None) -> None:
     """``python -m dataset_conversion.la {h5,nrrd} ...``"""
     parser = argparse.ArgumentParser(
         prog="nnunet_semi_convert_la",
+        epilog="example: nnunet_semi_convert_la h5 -i data --labeled 8",
         description="Convert the LA 2018 challenge data (UA-MT h5 release or original nrrd release) into an nnU-Net "
                     "v2 raw dataset: labeled (+ validation) cases in imagesTr, test cases in imagesTs, the rest of "
                     "the training pool in imagesUnlabeled, and a one-fold splits_final.json.")

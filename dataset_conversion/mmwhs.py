@@ -191,6 +191,7 @@ def mmwhs_entry(argv: Optional[List[str]] = None) -> None:
     """``python -m dataset_conversion.mmwhs -i MMWHS -m ct|mr (--labeled N | --ratio R) ...``"""
     parser = argparse.ArgumentParser(
         prog="nnunet_semi_convert_mmwhs",
+        epilog="example: nnunet_semi_convert_mmwhs -i MMWHS -m ct --labeled 4",
         description="Convert MM-WHS 2017 (CT or MR) into an nnU-Net v2 raw dataset: raw codes 205, 420, 500, 550, "
                     "600, 820, 850 -> labels 1..7; labeled (+ validation) volumes in imagesTr, test volumes in "
                     "imagesTs, the other training volumes and the 40 unlabeled test volumes in imagesUnlabeled.")

@@ -416,6 +416,7 @@ def copy_splits_to_preprocessed(dataset_name_or_id: Union[str, int], raw_root: O
 def convert_msd_entry(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="nnunet_semi_convert_msd",
+        epilog="example: nnunet_semi_convert_msd -i Task04_Hippocampus -d 901 --labeled 5",
         description="Convert a Medical Segmentation Decathlon task into an nnU-Net v2 raw dataset with labeled, "
                     "validation, test and unlabeled (imagesUnlabeled/) cases and a one-fold splits_final.json.")
     parser.add_argument("-i", dest="task_folder", required=True,

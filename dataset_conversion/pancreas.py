@@ -345,6 +345,7 @@ def pancreas_entry(argv: Optional[List[str]] = None) -> None:
     """``nnunet_semi_convert_pancreas {dicom,h5} ...`` (also ``python -m dataset_conversion.pancreas``)."""
     parser = argparse.ArgumentParser(
         prog="nnunet_semi_convert_pancreas",
+        epilog="example: nnunet_semi_convert_pancreas dicom -i Pancreas-CT --ratio 0.2",
         description="Convert NIH Pancreas-CT (TCIA DICOM release or the UA-MT family's h5 release) into an nnU-Net "
                     "v2 raw dataset: labeled (+ validation) cases in imagesTr, test cases in imagesTs, the rest of "
                     "the training pool in imagesUnlabeled, and a one-fold splits_final.json.")

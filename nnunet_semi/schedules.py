@@ -5,7 +5,8 @@ training progress in [0, 1] on the time axis). The trainers read them through
 * :func:`sigmoid_rampup`: ``exp(-5 (1 - t)^2)``, the consistency ramp-up of the mean-teacher / CPS family;
 * :func:`uamt_threshold`: UA-MT's uncertainty threshold (Yu et al., MICCAI 2019, Sec. 2.2);
 * :func:`contrastive_weight`, :func:`confidence_threshold`: lambda_c and T of the dual-stream method
-  (``papers/dual-stream-3d-contrastive.md`` Sec. 3.1, eq. 4; see :mod:`nnunet_semi.losses.dual_stream`).
+  (Karimijafarbigloo et al., "Leveraging unlabeled data for 3D medical image segmentation through self-supervised
+  contrastive learning", arXiv:2311.12617, Sec. 3.1, eq. 4; see :mod:`nnunet_semi.losses.dual_stream`).
 """
 import math
 

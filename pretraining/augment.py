@@ -1,6 +1,7 @@
 """Random augmentations of 2D batches for contrastive pretraining (MMGL, SimCLR), in torch, per image.
 
-MMGL (``papers/mmgl-multiscale-multiview-contrastive.md``, Sec. 4.1): "brightness transform, Gamma transform, Gaussian
+MMGL (Zhao et al., "MMGL: Multi-scale multi-view global-local contrastive learning for semi-supervised cardiac image
+segmentation", ICIP 2022, arXiv:2207.01883; Sec. 4.1): "brightness transform, Gamma transform, Gaussian
 noise transform, and spatial transforms, like rotation and crop". The paper gives no ranges; we use nnU-Net's
 default ranges for the intensity transforms (multiplicative brightness U(0.75, 1.25), gamma U(0.7, 1.5) on the
 image's min-max range, Gaussian noise with variance U(0, 0.1)) and a rotation by U(-20, 20) degrees combined with a

@@ -1,4 +1,5 @@
-"""CCM: contrastive complementary masking (``papers/ccm-complementary-masking-cps.md``, Sec. 2.1, eq. 1-3).
+"""CCM: contrastive complementary masking (Zhou, Gu, Zhang, Wang, "Self-supervised pre-training based on contrastive
+complementary masking for semi-supervised cardiac image segmentation", Sec. 2.1, eq. 1-3).
 
 Two networks of the planned nnU-Net architecture (encoder f, decoder g) see complementary block-masked versions
 of the same image, ``X^a = M^a X`` and ``X^b = (1 - M^a) X``. Each reconstructs the full image (eq. 1, L_rec) and a

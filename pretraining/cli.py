@@ -70,7 +70,8 @@ def create_pretrainer(method: str, dataset_name_or_id, configuration: str, **kwa
 def build_parser(method: Optional[str] = None) -> argparse.ArgumentParser:
     """The common options, plus ``method``'s own (each method class declares them: ``add_arguments``)."""
     parser = argparse.ArgumentParser(prog="nnunet_semi_pretrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: nnunet_semi_pretrain -d 27 -c 2d -m ccm -f 0")
     parser.add_argument("-d", required=True, help="dataset name or id")
     parser.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
     parser.add_argument("-m", default="ccm", choices=sorted(PRETRAINERS), help="method (default: ccm)")

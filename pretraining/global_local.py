@@ -1,5 +1,7 @@
-"""Global + local contrastive pretraining (Chaitanya et al., NeurIPS 2020), the "PI." initialisation of
-``papers/pseudo-label-local-contrastive.md`` (Sec. V-D, Table III; reference [10]).
+"""Global + local contrastive pretraining (Chaitanya, Erdil, Karani, Konukoglu, "Contrastive learning of global and
+local features for medical image segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511), the "PI."
+initialisation of Chaitanya et al., "Local contrastive loss with pseudo-label based self-training for semi-supervised
+medical image segmentation", Medical Image Analysis 2023, arXiv:2112.09645 (Sec. V-D, Table III; reference [10]).
 
 Two stages on the planned nnU-Net U-Net, one after the other (the 2020 paper pretrains the encoder first, then the
 first decoder blocks with the encoder fixed):

@@ -1,4 +1,6 @@
-"""IDEAL: dense local contrastive pretraining of the encoder (``papers/ideal-dense-local-contrastive.md``, Sec. 2.2).
+"""IDEAL: dense local contrastive pretraining of the encoder (Basak, Chattopadhyay, Kundu, Nag, Mallipeddi, "IDEAL:
+Improved dense local contrastive learning for semi-supervised medical image segmentation", ICASSP 2023,
+arXiv:2210.15075; Sec. 2.2).
 
 The encoder E of the planned nnU-Net network and a projection head G = one 1x1 convolution on E's deepest stage
 (no pooling, no MLP) map an image to dense features of ``D_h x D_w (x D_d)`` locations. Each patch gives two views,

@@ -1,6 +1,7 @@
 """Complementary block masks of CCM pre-training.
 
-Sec. 2.1 of ``papers/ccm-complementary-masking-cps.md`` (Zhou et al., CCM): "we first obtain a binary mask M^a by
+Sec. 2.1 of CCM (Zhou, Gu, Zhang, Wang, "Self-supervised pre-training based on contrastive complementary masking for
+semi-supervised cardiac image segmentation"): "we first obtain a binary mask M^a by
 randomly setting half of all the blocks in the image as 0 and the other half as 1 [...] a complementary mask M^b is
 obtained by M^b = 1 - M^a", and the two networks see ``X^a = M^a X`` and ``X^b = M^b X``. The block size is
 16 x 16 (Sec. 3.1, 2D slices of 256 x 256).

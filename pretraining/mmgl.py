@@ -1,4 +1,7 @@
-"""MMGL pretraining, stages 1 and 2 (``papers/mmgl-multiscale-multiview-contrastive.md``, Sec. 3.1-3.2), and SimCLR.
+"""MMGL pretraining, stages 1 and 2 (Zhao et al., "MMGL: Multi-scale multi-view global-local contrastive learning for
+semi-supervised cardiac image segmentation", ICIP 2022, arXiv:2207.01883; Sec. 3.1-3.2), and SimCLR (Chen, Kornblith,
+Norouzi, Hinton, "A simple framework for contrastive learning of visual representations", ICML 2020,
+arXiv:2002.05709).
 
 Stage 1, ``-m mmgl_global`` (:class:`MMGLGlobalPretrainer`, Sec. 3.1): the encoder of the planned 2D nnU-Net with a
 projection head (global average pooling + two linear layers, 128-d,

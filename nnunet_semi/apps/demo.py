@@ -117,7 +117,8 @@ def run_demo(work: Path, trainer: str, keep: bool = False, threads: int = DEFAUL
 
 
 def demo_entry(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: nnunet_semi_demo --work demo_output --threads 2")
     parser.add_argument("--work", default="demo_output", help="work folder (default: ./demo_output)")
     parser.add_argument("--trainer", default="nnUNetTrainerCPS_10epochs_100its",
                         help="trainer to run (default: nnUNetTrainerCPS_10epochs_100its)")

@@ -20,7 +20,8 @@ def ext_trainer_entry():
 
     Usage: ``eval "$(nnunet_semi_ext_trainer)"``. An existing ``nnUNet_extTrainer`` value is kept.
     """
-    parser = argparse.ArgumentParser(description=ext_trainer_entry.__doc__)
+    parser = argparse.ArgumentParser(description=ext_trainer_entry.__doc__,
+                                     epilog='example: eval "$(nnunet_semi_ext_trainer)"')
     parser.add_argument("--dir-only", action="store_true", help="print only the shim directory")
     args = parser.parse_args()
     if args.dir_only:

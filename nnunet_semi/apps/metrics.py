@@ -272,6 +272,7 @@ def metrics_entry(argv: Optional[List[str]] = None) -> None:
     """``python -m nnunet_semi.apps.metrics GT_FOLDER PRED_FOLDER -l 1 2 3 [--names RV Myo LV] -o OUT_PREFIX``"""
     parser = argparse.ArgumentParser(
         prog="nnunet_semi_metrics",
+        epilog="example: nnunet_semi_metrics labelsTs pred -l 1 2 3 -o results/acdc",
         description="Per-class and mean Dice, HD95 and ASSD (mm) of an nnU-Net prediction folder against a reference "
                     "folder, written as markdown and CSV (OUT_PREFIX.md, OUT_PREFIX_per_case.csv, "
                     "OUT_PREFIX_summary.csv).")

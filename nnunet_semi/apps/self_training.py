@@ -350,7 +350,9 @@ class SelfTraining:
 
 
 def self_training_entry(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: nnunet_semi_self_training -d 27 -c 2d -f 0 -tr "
+                                            "nnUNetTrainerLabeledOnly --rounds 1")
     parser.add_argument("-d", required=True, help="source dataset name or id (with imagesUnlabeled/)")
     parser.add_argument("-c", required=True, help="configuration, e.g. 2d or 3d_fullres")
     parser.add_argument("-f", default="0", help="fold (default: 0)")

@@ -82,7 +82,8 @@ def make_small_plans(dataset_name_or_id, source_plans: str = "nnUNetPlans", targ
 
 
 def small_plans_entry():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     epilog="example: nnunet_semi_small_plans -d 27 -c 2d -o nnUNetPlansSmall")
     parser.add_argument("-d", required=True, help="dataset name or id")
     parser.add_argument("-p", default="nnUNetPlans", help="source plans identifier")
     parser.add_argument("-o", default="nnUNetPlansSmall", help="new plans identifier")

@@ -1,5 +1,6 @@
-"""Multi-view 2D data for MMGL (``papers/mmgl-multiscale-multiview-contrastive.md``, Sec. 4.1: "slices from the
-transaxial, coronal and sagittal planes were extracted, and the transaxial view is set as the main view").
+"""Multi-view 2D data for MMGL (Zhao et al., "MMGL: Multi-scale multi-view global-local contrastive learning for
+semi-supervised cardiac image segmentation", ICIP 2022, arXiv:2207.01883; Sec. 4.1: "slices from the transaxial, coronal
+and sagittal planes were extracted, and the transaxial view is set as the main view").
 
 How the 2D configuration receives the other views: nnU-Net's 2d configuration stores each case as a preprocessed
 volume ``(C, Z, Y, X)`` and trains on slices along its first axis -- that is the main (transaxial) view. This dataset

@@ -216,6 +216,7 @@ def preprocess_unlabeled(dataset_name_or_id: Union[int, str], configuration: str
 def preprocess_unlabeled_entry():
     """Console script ``nnunet_semi_preprocess_unlabeled``."""
     parser = argparse.ArgumentParser(
+        epilog="example: nnunet_semi_preprocess_unlabeled -d 27 -c 2d -np 8",
         description=f"Preprocess nnUNet_raw/<dataset>/{UNLABELED_IMAGES_FOLDER} with existing nnU-Net plans (run "
                     f"nnUNetv2_plan_and_preprocess first). Only new or changed images are processed.")
     parser.add_argument('-d', required=True, help='dataset name or id')

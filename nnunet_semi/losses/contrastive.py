@@ -1,8 +1,9 @@
 """Contrastive loss of CCM pre-training: InfoNCE / NT-Xent as in SimCLR.
 
-Eq. 2 of ``papers/ccm-complementary-masking-cps.md`` (Zhou et al., CCM, Sec. 2.1): ``Z_i^a`` and ``Z_i^b`` are the
-projector outputs of the two networks for the complementary masked versions of image ``X_i``; they form a positive
-pair, and the other ``2(N - 1)`` features of the mini-batch are negatives::
+Eq. 2 of CCM (Zhou, Gu, Zhang, Wang, "Self-supervised pre-training based on contrastive complementary masking for
+semi-supervised cardiac image segmentation", Sec. 2.1): ``Z_i^a`` and ``Z_i^b`` are the projector outputs of the two
+networks for the complementary masked versions of image ``X_i``; they form a positive pair, and the other ``2(N - 1)``
+features of the mini-batch are negatives::
 
     L_con = -log( exp(sim(Z_i^a, Z_i^b) / tau) / sum_{z in N, z != Z_i^a} exp(sim(Z_i^a, z) / tau) )     (eq. 2)
 

@@ -1,7 +1,8 @@
 """Cross pseudo supervision (CPS).
 
-Chen et al., "Semi-supervised semantic segmentation with cross pseudo supervision", CVPR 2021, in the form of
-eq. 5 of ``papers/ccm-complementary-masking-cps.md`` (Zhou et al., CCM): for an unlabeled image, the argmax
+Chen et al., "Semi-supervised semantic segmentation with cross pseudo supervision", CVPR 2021, arXiv:2106.01226, in
+the form of eq. 5 of the CCM paper (Zhou, Gu, Zhang, Wang, "Self-supervised pre-training based on contrastive
+complementary masking for semi-supervised cardiac image segmentation"): for an unlabeled image, the argmax
 (one-hot) prediction of each network supervises the other network with the pixel-wise cross-entropy::
 
     L_c = 1 / (2 |D_u|) * sum_{X in D_u} ( l_ce(P_a, Y_b*) + l_ce(P_b, Y_a*) )          (eq. 5)

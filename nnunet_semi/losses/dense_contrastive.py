@@ -1,6 +1,7 @@
 """Dense local contrastive loss of IDEAL pre-training.
 
-Basak et al., IDEAL (``papers/ideal-dense-local-contrastive.md``, Sec. 2.2). A query view ``x_q`` and a key view
+Basak et al., "IDEAL: Improved dense local contrastive learning for semi-supervised medical image segmentation",
+ICASSP 2023, arXiv:2210.15075, Sec. 2.2. A query view ``x_q`` and a key view
 ``x_k`` of the same image go through the encoder and a 1x1-convolution projection head, giving dense features of
 ``D_h x D_w (x D_d)`` locations. For query location ``i``, the positive ``k_i^+`` is the key feature at the *same
 image location* in the other view, the negatives ``k_i^-`` are the key features of views of *other images*::

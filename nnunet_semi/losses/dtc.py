@@ -24,8 +24,8 @@ Images without foreground (or without background) have no boundary: the released
 T^{-1} maps to probability 0.5); we use +1 everywhere (all outside) and -1 everywhere (all inside) instead, which
 T^{-1} maps to the labels themselves. This matters in 2D and with small patches, where many slices are empty.
 
-Equation numbers follow our reading of the published paper (its PDF is not in ``papers/``); the equations are written
-out in full here so that they can be checked without it.
+Equation numbers follow our reading of the published paper (cited above); the equations are written out in full here
+so that they can be checked against it.
 """
 from typing import Sequence
 

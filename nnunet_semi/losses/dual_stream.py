@@ -1,4 +1,5 @@
-"""Losses of the dual-stream contrastive method (``papers/dual-stream-3d-contrastive.md``, Karimijafarbigloo et al.).
+"""Losses of the dual-stream contrastive method (Karimijafarbigloo, Azad, Velichko, Bagci, Merhof, "Leveraging
+unlabeled data for 3D medical image segmentation through self-supervised contrastive learning", arXiv:2311.12617).
 
 Two subnetworks A and B segment every image; on unlabeled images (superscript u)::
 

@@ -1,6 +1,9 @@
 """Local (region) contrastive loss of the global+local pretraining of Chaitanya et al., NeurIPS 2020.
 
-Reference [10] of ``papers/pseudo-label-local-contrastive.md`` (Sec. II-1(b), V-D, Table III "PI."): the local
+Chaitanya, Erdil, Karani, Konukoglu, "Contrastive learning of global and local features for medical image
+segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511: reference [10] of Chaitanya et al.,
+"Local contrastive loss with pseudo-label based self-training for semi-supervised medical image segmentation",
+Medical Image Analysis 2023, arXiv:2112.09645 (Sec. II-1(b), V-D, Table III "PI."): the local
 loss ``L_l`` compares the feature maps ``f~ = g_2(d_l(e(x~)))`` and ``f^ = g_2(d_l(e(x^)))`` of two views of the
 same image that differ only in intensity (so that locations correspond). The feature map is split into local regions
 ``u`` of ``K x K`` (x K) cells; the region vector ``f(u)`` is the flattened block. A region of one view and the same

@@ -1,6 +1,8 @@
 """Label-based local (pixel-wise) contrastive loss of Chaitanya et al. 2023, eq. 3-4.
 
-``papers/pseudo-label-local-contrastive.md``, Sec. III. ``z = h_phi(c_theta(x))`` are the dense features of an image
+Chaitanya, Erdil, Karani, Konukoglu, "Local contrastive loss with pseudo-label based self-training for
+semi-supervised medical image segmentation", Medical Image Analysis 2023, arXiv:2112.09645, Sec. III.
+``z = h_phi(c_theta(x))`` are the dense features of an image
 ``x`` (``D`` channels, the resolution of the input) and ``y`` its label map (a true label or a pseudo-label). For two
 samples ``(x, y)`` and ``(x', y')``::
 

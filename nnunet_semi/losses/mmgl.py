@@ -1,4 +1,5 @@
-"""Losses of MMGL (``papers/mmgl-multiscale-multiview-contrastive.md``, Sec. 3.1-3.2).
+"""Losses of MMGL (Zhao et al., "MMGL: Multi-scale multi-view global-local contrastive learning for semi-supervised
+cardiac image segmentation", ICIP 2022, arXiv:2207.01883; Sec. 3.1-3.2).
 
 * :func:`multi_scale_global_loss` -- eq. L_g^M = sum_e lambda_g^e L_g^e (Sec. 3.1), where L_g^e is the NT-Xent loss
   of SimCLR on the projections ``z = h_e(E_e(x))`` of two augmentations of each image at encoder stage ``e``

@@ -1,8 +1,8 @@
 """Reconstruction loss of CCM pre-training.
 
-Eq. 1 of ``papers/ccm-complementary-masking-cps.md`` (Zhou et al., CCM, Sec. 2.1): each network reconstructs the
-whole image ``X_i`` from its complementary masked version, ``X^_i^a = g_a(f_a(M^a X_i))`` and
-``X^_i^b = g_b(f_b(M^b X_i))``::
+Eq. 1 of CCM (Zhou, Gu, Zhang, Wang, "Self-supervised pre-training based on contrastive complementary masking for
+semi-supervised cardiac image segmentation", Sec. 2.1): each network reconstructs the whole image ``X_i`` from its
+complementary masked version, ``X^_i^a = g_a(f_a(M^a X_i))`` and ``X^_i^b = g_b(f_b(M^b X_i))``::
 
     L_rec = 1 / (2N) * sum_{i=1}^N ( ||X_i - X^_i^a||_2^2 + ||X_i - X^_i^b||_2^2 )               (eq. 1)
 

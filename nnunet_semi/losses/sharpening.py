@@ -14,8 +14,8 @@ code does (its ``sharpening`` acts on the whole softmax tensor); the result is t
 classes (for two classes it is: ``P_0 = 1 - P_1`` gives ``sPL_0 = 1 - sPL_1``). ``renormalise=True`` divides by
 the sum over classes instead.
 
-Equation numbers follow our reading of the published paper (its PDF is not in ``papers/``); the equations are written
-out in full here so that they can be checked without it.
+Equation numbers follow our reading of the published paper (cited above); the equations are written out in full here
+so that they can be checked against it.
 """
 from typing import Tuple
 

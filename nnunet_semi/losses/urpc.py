@@ -19,8 +19,8 @@ Notes on the released code (SSL4MIS ``train_uncertainty_rectified_pyramid_consis
 small ways that we do not follow: it computes ``KL(p_c || p_s)`` (``nn.KLDivLoss(log p_s, p_c)``), averages the
 squared difference over classes instead of summing it, and normalises the weights over the whole batch.
 
-Equation numbers follow our reading of the published paper (its PDF is not in ``papers/``); the equations are written
-out in full here so that they can be checked without it.
+Equation numbers follow our reading of the published paper (cited above); the equations are written out in full here
+so that they can be checked against it.
 """
 from typing import Dict, Sequence
 

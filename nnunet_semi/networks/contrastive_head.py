@@ -1,5 +1,6 @@
-"""The contrastive branch ``h_phi`` of Chaitanya et al. 2023 (``papers/pseudo-label-local-contrastive.md``,
-Sec. IV-C, Fig. 2), attached to a planned nnU-Net U-Net without changing what nnU-Net sees.
+"""The contrastive branch ``h_phi`` of Chaitanya et al. 2023 (Chaitanya, Erdil, Karani, Konukoglu, "Local contrastive
+loss with pseudo-label based self-training for semi-supervised medical image segmentation", Medical Image Analysis
+2023, arXiv:2112.09645; Sec. IV-C, Fig. 2), attached to a planned nnU-Net U-Net without changing what nnU-Net sees.
 
 ``h_phi`` = two 1x1 convolutions on the features of the last decoder stage (the input of the final segmentation
 layer, full resolution), ``D = 16`` output channels; the first is followed by normalisation and ReLU, the last is

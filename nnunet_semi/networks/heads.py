@@ -1,9 +1,10 @@
 """Heads attached to a segmentation network for pre-training.
 
-CCM (``papers/ccm-complementary-masking-cps.md``, Sec. 2.1 and 3.1) adds a projector ``h`` after each encoder ``f``
-to obtain the global features ``Z_i = h(f(X_i))`` of eq. 2: "a projector consisting of two linear layers after each
-encoder to obtain global features with a dimension of 1000". The encoder's deepest feature map is reduced to a
-vector by global average pooling first.
+CCM (Zhou, Gu, Zhang, Wang, "Self-supervised pre-training based on contrastive complementary masking for semi-supervised
+cardiac image segmentation", Sec. 2.1 and 3.1) adds a projector ``h`` after each encoder ``f`` to obtain the global
+features ``Z_i = h(f(X_i))`` of eq. 2: "a projector consisting of two linear layers after each encoder to obtain global
+features with a dimension of 1000". The encoder's deepest feature map is reduced to a vector by global average pooling
+first.
 """
 from typing import Optional
 
@@ -47,7 +48,8 @@ class ProjectionHead(nn.Module):
 
 
 class LocalProjectionHead(nn.Module):
-    """Dense projection head of MMGL's local contrastive learning (``papers/mmgl-multiscale-multiview-contrastive.md``,
+    """Dense projection head of MMGL's local contrastive learning (Zhao et al., "MMGL: Multi-scale multi-view
+    global-local contrastive learning for semi-supervised cardiac image segmentation", ICIP 2022, arXiv:2207.01883;
     Sec. 4.1: "one project head on top of each decoder block consisting of two 1 x 1 convolutional layers"):
     ``Conv1x1(in, hidden) -> ReLU -> Conv1x1(hidden, out)``, 2D or 3D (``conv_op``)."""
 

@@ -86,7 +86,10 @@ def pair_checkpoints(checkpoint_a: str, checkpoint_b: str, output: Optional[str]
 
 def pair_entry(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="nnunet_semi_pair_pretrained", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: nnunet_semi_pair_pretrained "
+                                            "$R/SimCLRPretrain_seed0__nnUNetPlans__2d/fold_0/checkpoint_final.pth "
+                                            "$R/SimCLRPretrain_seed1__nnUNetPlans__2d/fold_0/checkpoint_final.pth")
     parser.add_argument("checkpoint_a", help="pretraining checkpoint for network a (net_a)")
     parser.add_argument("checkpoint_b", help="pretraining checkpoint for network b (net_b), e.g. another seed")
     parser.add_argument("-o", default=None, help="output file (default: <Method>Pretrain_pair__<plans>__"

@@ -1,4 +1,5 @@
-"""nnUNetTrainerCCMCPS: CPS fine-tuning of two CCM-pretrained networks (``papers/ccm-complementary-masking-cps.md``).
+"""nnUNetTrainerCCMCPS: CPS fine-tuning of two CCM-pretrained networks (Zhou, Gu, Zhang, Wang, "Self-supervised
+pre-training based on contrastive complementary masking for semi-supervised cardiac image segmentation").
 
 Network a starts from the pretrained f_a/g_a, network b from f_b/g_b; reconstruction heads and projectors are
 dropped and the segmentation heads are trained anew. Everything else is :class:`nnUNetTrainerCPS` (eq. 4-6), its

@@ -1,6 +1,8 @@
 """nnUNetTrainerCPS: cross pseudo supervision between two independently initialised nnU-Nets.
 
-Chen et al., CVPR 2021, as used in ``papers/ccm-complementary-masking-cps.md`` Sec. 2.2 (eq. 4-6)::
+Chen, Yuan, Zeng, Wang, "Semi-supervised semantic segmentation with cross pseudo supervision", CVPR 2021,
+arXiv:2106.01226, as used in the CCM paper (Zhou, Gu, Zhang, Wang, "Self-supervised pre-training based on contrastive
+complementary masking for semi-supervised cardiac image segmentation") Sec. 2.2 (eq. 4-6)::
 
     L_s    = 1/2 (l_sup(P_a, Y) + l_sup(P_b, Y))        on labeled data             (eq. 4)
     L_c    = 1/2 (l_ce(P_a, Y_b*) + l_ce(P_b, Y_a*))    on unlabeled data           (eq. 5)

@@ -25,8 +25,8 @@ Where nnU-Net's setting differs from the paper (documented, switchable where it 
 Inference (validation, ``nnUNetv2_predict``): the segmentation head f_1 (the paper evaluates it; the SDF head is
 training-only and skipped in eval mode). Datasets with an ignore label or regions are not supported (no SDF).
 
-Equation numbers follow our reading of the published paper (its PDF is not in ``papers/``); the equations are written
-out in full here so that they can be checked without it.
+Equation numbers follow our reading of the published paper (cited above); the equations are written out in full here
+so that they can be checked against it.
 """
 import torch
 

@@ -1,8 +1,10 @@
 """nnUNetTrainerDualStreamCL: dual-stream error correction + prototype contrast (Karimijafarbigloo et al.).
 
-``papers/dual-stream-3d-contrastive.md``, Sec. 2 (losses in :mod:`nnunet_semi.losses.dual_stream`). Two subnetworks
-of different architecture, A = the planned nnU-Net (PlainConvUNet) and B = a residual-encoder UNet with the same
-stages, features, kernels and strides, see every step b labeled and b unlabeled images::
+Karimijafarbigloo, Azad, Velichko, Bagci, Merhof, "Leveraging unlabeled data for 3D medical image segmentation through
+self-supervised contrastive learning", arXiv:2311.12617 (2023), Sec. 2 (losses in
+:mod:`nnunet_semi.losses.dual_stream`). Two subnetworks of different architecture, A = the planned nnU-Net
+(PlainConvUNet) and B = a residual-encoder UNet with the same stages, features, kernels and strides, see every step b
+labeled and b unlabeled images::
 
     L_s   = l_ce + Dice on labeled images, for A and for B                                        (eq. 1)
     L_u   = l_ce + Dice on reliable voxels of the pseudo-labels, + L_reg                           (eq. 2)

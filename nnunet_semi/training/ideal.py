@@ -1,4 +1,6 @@
-"""nnUNetTrainerIDEAL: semi-supervised fine-tuning of IDEAL (``papers/ideal-dense-local-contrastive.md``, Sec. 2.3).
+"""nnUNetTrainerIDEAL: semi-supervised fine-tuning of IDEAL (Basak, Chattopadhyay, Kundu, Nag, Mallipeddi, "IDEAL:
+Improved dense local contrastive learning for semi-supervised medical image segmentation", ICASSP 2023,
+arXiv:2210.15075; Sec. 2.3).
 
 One shared encoder E (initialised from the IDEAL pretraining, ``nnunet_semi_pretrain -m ideal``) and two decoders
 that differ in up-sampling, D_1 with transposed convolutions (the planned decoder) and D_2 with interpolation

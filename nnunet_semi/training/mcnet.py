@@ -27,8 +27,8 @@ Where nnU-Net's setting differs from the paper (documented, switchable where it 
 Inference (validation, ``nnUNetv2_predict``): decoder A alone, the network MC-Net reports ("decoder 1" in its
 evaluation code); ``mcnet_inference_decoder = None`` (class attribute) predicts with the softmax mean of both.
 
-Equation numbers follow our reading of the published paper (its PDF is not in ``papers/``); the equations are written
-out in full here so that they can be checked without it.
+Equation numbers follow our reading of the published paper (cited above); the equations are written out in full here
+so that they can be checked against it.
 """
 from typing import Optional
 

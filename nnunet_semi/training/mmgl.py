@@ -1,5 +1,6 @@
-"""nnUNetTrainerMMGL: stage 3 of MMGL, multi-scale deeply supervised fine-tuning
-(``papers/mmgl-multiscale-multiview-contrastive.md``, Sec. 3.3)::
+"""nnUNetTrainerMMGL: stage 3 of MMGL, multi-scale deeply supervised fine-tuning (Zhao, Hu, Zeng, Yang, Qian,
+Veeravalli, Guan, "MMGL: Multi-scale multi-view global-local contrastive learning for semi-supervised cardiac image
+segmentation", ICIP 2022, arXiv:2207.01883; Sec. 3.3)::
 
     L_seg^M = sum_{d in D} lambda_dice^d L_dice^d                                                       (Sec. 3.3)
 

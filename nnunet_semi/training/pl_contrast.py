@@ -1,6 +1,8 @@
 """nnUNetTrainerPLContrast: pseudo-label based local contrastive joint training (Chaitanya et al. 2023).
 
-``papers/pseudo-label-local-contrastive.md``, Sec. III and IV-D/E. One network: the planned nnU-Net U-Net
+Chaitanya, Erdil, Karani, Konukoglu, "Local contrastive loss with pseudo-label based self-training for
+semi-supervised medical image segmentation", Medical Image Analysis 2023, arXiv:2112.09645, Sec. III and IV-D/E.
+One network: the planned nnU-Net U-Net
 (``c_theta`` + segmentation head ``g_xi``) plus a contrastive head ``h_phi`` (two 1x1 convolutions, 16 channels,
 on the last decoder stage, :mod:`nnunet_semi.networks.contrastive_head`)::
 

@@ -24,8 +24,8 @@ Where nnU-Net's setting differs from the paper (documented, switchable where it 
 Inference (validation, ``nnUNetv2_predict``): the full-resolution output of the planned network, as in the paper
 (the auxiliary scales are training-only).
 
-Equation numbers follow our reading of the published paper (its PDF is not in ``papers/``); the equations are written
-out in full here so that they can be checked without it.
+Equation numbers follow our reading of the published paper (cited above); the equations are written out in full here
+so that they can be checked against it.
 """
 import torch
 

@@ -1,4 +1,4 @@
-"""Dual-stream contrastive method (papers/dual-stream-3d-contrastive.md): eq. 2 entropy filter, eq. 4 M_diff,
+"""Dual-stream contrastive method (Karimijafarbigloo et al., arXiv:2311.12617): eq. 2 entropy filter, eq. 4 M_diff,
 eq. 5 L_reg, eq. 6-7 prototypes and L_c against independent NumPy recomputations and hand-computed cases; the
 schedules; the trainer's wiring (pseudo-labels follow the lower L_s) with tiny networks and stub losses."""
 import math

@@ -1,4 +1,4 @@
-"""IDEAL pieces (``papers/ideal-dense-local-contrastive.md``): the dense local contrastive loss (eq. 2) and the global
+"""IDEAL pieces (Basak et al., ICASSP 2023, arXiv:2210.15075): the dense local contrastive loss (eq. 2) and the global
 loss (eq. 1) against NumPy loop recomputations (single process and gathered over 2 gloo ranks), the view
 correspondence under crops and flips against a brute-force match of voxel sets, and the two-decoder network (Fig. 2b):
 up-sampling module types, shapes in 2D and 3D, the fused eval output, and encoder-only loading."""

@@ -1,4 +1,4 @@
-"""MMGL pieces (``papers/mmgl-multiscale-multiview-contrastive.md``): multi-view slices against the volume, the
+"""MMGL pieces (Zhao et al., ICIP 2022, arXiv:2207.01883): multi-view slices against the volume, the
 multi-scale global (Sec. 3.1) and local (Sec. 3.2) losses against NumPy loop recomputations, the augmentation's
 geometry on image and labels, the multi-scale heads on a planned U-Net, and stage 3's deep-supervision weights."""
 import math

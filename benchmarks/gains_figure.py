@@ -1,0 +1,168 @@
+"""The README's figure of the measured gains: every method's test Dice minus that of the labeled-only nnU-Net run of
+the same seed (in Dice points), one point per seed, one panel per benchmark profile.
+
+    python -m benchmarks.gains_figure            # -> documentation/assets/measured_gains.png
+
+It reads every ``benchmarks/results/<profile>/runs/*.json`` that ``python -m benchmarks.run`` writes (fields
+``method``, ``trainer``, ``seed``, ``summary.mean.dice.mean``), so re-running it after new runs (a new seed, a new
+method, a new profile such as a future ``acdc3-cpu``) redraws the figure with them. A profile enters the figure when it
+has labeled-only runs and at least one other run of a seed the labeled-only runs have; a run whose seed has no
+labeled-only run is left out (the gain is paired by seed, as in the results tables, because on short budgets the seed
+moves the reference by more than many methods' effects).
+"""
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+OUTPUT = REPO / "documentation" / "assets" / "measured_gains.png"
+REFERENCE = "labeled_only"
+BUDGET = re.compile(r"_(\d+)epochs(?:_(\d+)its)?$")
+#: trainers that are another trainer's default under an explicit name (the benchmark runs were made with them)
+DEFAULT_ALIASES = {"CPS_dice": "CPS", "FixMatch_dice": "FixMatch"}
+
+
+def mean_dice(record: dict) -> float:
+    """Mean foreground test Dice of one run, in [0, 1]."""
+    return float(record["summary"]["mean"]["dice"]["mean"])
+
+
+def load_runs(results: Path = RESULTS) -> Dict[str, List[dict]]:
+    """``{profile folder name: [run record, ...]}`` for every ``<results>/<profile>/runs/*.json``."""
+    runs: Dict[str, List[dict]] = {}
+    for path in sorted(results.glob("*/runs/*.json")):
+        runs.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    return runs
+
+
+def paired_gains(records: Sequence[dict], reference: str = REFERENCE) -> Dict[str, List[Tuple[int, float]]]:
+    """``{method: [(seed, gain in Dice points), ...]}``: each run of a method other than ``reference`` minus the
+    ``reference`` run of the same seed; methods without such a pair are absent, seeds in increasing order."""
+    base = {r["seed"]: mean_dice(r) for r in records if r["method"] == reference}
+    gains: Dict[str, List[Tuple[int, float]]] = {}
+    for r in records:
+        if r["method"] != reference and r["seed"] in base:
+            gains.setdefault(r["method"], []).append((r["seed"], 100.0 * (mean_dice(r) - base[r["seed"]])))
+    return {m: sorted(v) for m, v in gains.items()}
+
+
+def budget_of(trainer: str) -> str:
+    """``"40 x 50 its"`` for ``..._40epochs_50its``, ``"1000 x 250 its"`` for nnU-Net's own, ``"500 x 250 its"`` for
+    ``..._500epochs``."""
+    match = BUDGET.search(trainer)
+    if match is None:
+        return "1000 x 250 its"
+    return f"{match.group(1)} x {match.group(2) or 250} its"
+
+
+def method_label(trainer: str, reference_trainer: str) -> str:
+    """The trainer's name without ``nnUNetTrainer`` and the budget suffix (defaults under their explicit name as the
+    default); a budget other than the reference's is named."""
+    name = BUDGET.sub("", trainer).removeprefix("nnUNetTrainer")
+    name = DEFAULT_ALIASES.get(name, name)
+    if budget_of(trainer) != budget_of(reference_trainer):
+        name += f" ({budget_of(trainer)})"
+    return name
+
+
+def profile_order(names: Sequence[str]) -> List[str]:
+    """The profiles of ``benchmarks/profiles.py`` in its order, then any other result folder by name."""
+    try:
+        from benchmarks.profiles import PROFILES
+        known = [p for p in PROFILES if p in names]
+    except ImportError:  # the figure does not need the profile definitions
+        known = []
+    return known + sorted(n for n in names if n not in known)
+
+
+def configuration_of(profile: str) -> Optional[str]:
+    try:
+        from benchmarks.profiles import PROFILES
+    except ImportError:
+        return None
+    return PROFILES[profile].configuration if profile in PROFILES else None
+
+
+def panels(runs: Dict[str, List[dict]]) -> List[dict]:
+    """One entry per profile with pairs: its name, title and methods (label, per-seed gains), best mean gain first."""
+    out = []
+    for profile in profile_order(list(runs)):
+        records = runs[profile]
+        reference = [r for r in records if r["method"] == REFERENCE]
+        gains = paired_gains(records)
+        if not reference or not gains:
+            continue
+        trainer_of = {r["method"]: r["trainer"] for r in records}
+        methods = sorted(((method_label(trainer_of[m], reference[0]["trainer"]), g) for m, g in gains.items()),
+                         key=lambda item: -sum(v for _, v in item[1]) / len(item[1]))
+        ref_seeds = sorted(r["seed"] for r in reference)
+        ref_mean = 100.0 * sum(mean_dice(r) for r in reference) / len(reference)
+        configuration = configuration_of(profile)
+        title = (f"{profile}\n{configuration + ', ' if configuration else ''}{budget_of(reference[0]['trainer'])}; "
+                 f"labeled-only {ref_mean:.1f} (seeds {' '.join(map(str, ref_seeds))})")
+        out.append({"profile": profile, "title": title, "methods": methods})
+    return out
+
+
+def draw(runs: Dict[str, List[dict]], output: Path = OUTPUT) -> Path:
+    """Write the figure (PNG) and return its path."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    entries = panels(runs)
+    if not entries:
+        raise SystemExit("no profile has labeled-only runs paired with other runs: nothing to draw")
+    heights = [len(e["methods"]) + 1.6 for e in entries]  # rows + room for the title and the axis
+    fig, axes = plt.subplots(len(entries), 1, figsize=(9.0, 0.8 + 0.3 * sum(heights)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, entry in zip(axes[:, 0], entries):
+        n = len(entry["methods"])
+        for i, (label, gains) in enumerate(entry["methods"]):
+            y = n - 1 - i  # best mean gain at the top
+            values = [g for _, g in gains]
+            mean = sum(values) / len(values)
+            color = "tab:green" if min(values) > 0 else "tab:red" if max(values) < 0 else "tab:gray"
+            offsets = [(k - (len(values) - 1) / 2) * 0.16 for k in range(len(values))]
+            ax.plot(values, [y + o for o in offsets], "o", color=color, markersize=5, alpha=0.85)
+            ax.plot([mean, mean], [y - 0.32, y + 0.32], "-", color="k", linewidth=1.6)
+            ax.annotate(f"{mean:+.2f} ({len(values)})", (max(values), y), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=7)
+        ax.axvline(0, color="0.4", linewidth=0.8, linestyle="--")
+        ax.set_yticks(range(n))
+        ax.set_yticklabels([label for label, _ in reversed(entry["methods"])], fontsize=8)
+        ax.set_ylim(-0.7, n - 0.3)
+        ax.margins(x=0.12)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(entry["title"].replace("\n", ": "), fontsize=8, loc="left")
+    axes[-1, 0].set_xlabel("test Dice minus that of labeled-only nnU-Net with the same seed (points); "
+                           "dot = one seed, bar = mean, (n) = seeds", fontsize=8)
+    fig.suptitle("Measured gain over nnU-Net trained on the labeled cases alone\n"
+                 "green: every seed gains, red: every seed loses, gray: mixed", fontsize=9)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example: python -m benchmarks.gains_figure")
+    parser.add_argument("--results", default=str(RESULTS), help="folder of the profiles' results (default: %(default)s)")
+    parser.add_argument("-o", "--output", default=str(OUTPUT), help="PNG to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    runs = load_runs(Path(args.results))
+    print(draw(runs, Path(args.output)))
+    for entry in panels(runs):
+        print(f"{entry['profile']}: " + ", ".join(f"{label} {sum(g for _, g in gains) / len(gains):+.2f} "
+                                                  f"({len(gains)})" for label, gains in entry["methods"]))
+
+
+if __name__ == "__main__":
+    main()

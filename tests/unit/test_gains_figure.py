@@ -1,0 +1,54 @@
+"""benchmarks/gains_figure.py: the paired gains it plots are recomputed by hand from synthetic run records (pairing
+by seed, unpaired seeds and profiles without labeled-only runs left out), and it writes a PNG."""
+import json
+
+import pytest
+
+from benchmarks import gains_figure as gf
+
+
+def _run(folder, method, seed, dice, trainer=None):
+    record = {"method": method, "seed": seed, "trainer": trainer or f"nnUNetTrainer{method}_40epochs_50its",
+              "summary": {"mean": {"dice": {"mean": dice}}}}
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    (folder / "runs" / f"{method}_seed{seed}.json").write_text(json.dumps(record))
+
+
+@pytest.fixture
+def results(tmp_path):
+    a = tmp_path / "profile-a"
+    _run(a, "labeled_only", 0, 0.70, "nnUNetTrainerLabeledOnly_40epochs_50its")
+    _run(a, "labeled_only", 1, 0.72, "nnUNetTrainerLabeledOnly_40epochs_50its")
+    _run(a, "cps", 0, 0.775, "nnUNetTrainerCPS_dice_40epochs_50its")
+    _run(a, "cps", 1, 0.78, "nnUNetTrainerCPS_dice_40epochs_50its")
+    _run(a, "cps", 2, 0.99, "nnUNetTrainerCPS_dice_40epochs_50its")  # no labeled-only seed 2: left out
+    _run(a, "mean_teacher", 1, 0.70, "nnUNetTrainerMeanTeacher_40epochs_50its")
+    _run(a, "labeled_only_long", 0, 0.71, "nnUNetTrainerLabeledOnly_50epochs_100its")
+    _run(tmp_path / "profile-b", "cps", 0, 0.5)  # no labeled-only runs: no panel
+    return tmp_path
+
+
+def test_gains_are_paired_by_seed_in_dice_points(results):
+    runs = gf.load_runs(results)
+    assert sorted(runs) == ["profile-a", "profile-b"]
+    gains = gf.paired_gains(runs["profile-a"])
+    assert set(gains) == {"cps", "mean_teacher", "labeled_only_long"}
+    assert [s for s, _ in gains["cps"]] == [0, 1]
+    assert gains["cps"][0][1] == pytest.approx(7.5) and gains["cps"][1][1] == pytest.approx(6.0)
+    assert gains["mean_teacher"] == [(1, pytest.approx(-2.0))]
+    assert gf.paired_gains(runs["profile-b"]) == {}
+
+
+def test_panels_label_trainers_and_order_by_mean_gain(results):
+    (panel,) = gf.panels(gf.load_runs(results))  # profile-b has no reference
+    assert panel["profile"] == "profile-a"
+    labels = [label for label, _ in panel["methods"]]
+    assert labels == ["CPS", "LabeledOnly (50 x 100 its)", "MeanTeacher"]  # +6.75, +1.0, -2.0
+    assert "40 x 50 its" in panel["title"] and "labeled-only 71.0 (seeds 0 1)" in panel["title"]
+
+
+def test_draw_writes_a_png(results, tmp_path):
+    out = gf.draw(gf.load_runs(results), tmp_path / "assets" / "gains.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        gf.draw({"p": []}, tmp_path / "none.png")
