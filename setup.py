@@ -50,6 +50,7 @@ setup(
         "numpy>=1.24",
         "blosc2",
         "h5py>=3",
+        "nibabel",  # NaN / Inf in NIfTI voxels (SimpleITK reads them as 0); nnunetv2 depends on it too
         "tqdm",
         "matplotlib",
     ],

@@ -15,7 +15,7 @@ sum_v y_vc + s)`` with the sums over every unlabeled voxel of the batch and the 
 included** (:func:`~nnunet_semi.losses.cps.cross_pseudo_supervision`, ``kind='dice'``; nnU-Net's own Dice leaves the
 background out: ``cps_dice_include_background = False`` switches to that class set, not yet measured), and ``alpha = 1``
 (the weight of nnU-Net's own Dice term). On ``benchmarks/results/hippocampus5-cpu`` (5 labeled + 285 unlabeled
-Hippocampus cases, 3 seeds paired with labeled-only nnU-Net at 70.29 +- 0.69 mean Dice) the Dice form gains
+Hippocampus cases, 3 seeds paired with labeled-only nnU-Net at 70.29 +- 0.85 mean Dice) the Dice form gains
 +7.20 points (+6.63 / +6.75 / +8.21), the paper's CE with alpha 0.1 +2.04 (+1.08 / +0.91 / +4.11): eq. 5's CE
 over every voxel is almost a background term on small structures (it ends at 0.04-0.05 against a supervised loss
 of -0.83, the two networks' foreground Dice stays at 0.79-0.81), Dice weighs each class equally (foreground Dice
