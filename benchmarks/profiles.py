@@ -31,6 +31,9 @@ class Method:
     #: ensemble control: ensemble the test probabilities of this method's runs of two different seeds with
     #: nnU-Net's ``nnUNetv2_ensemble`` (no training of its own)
     ensemble_of: Optional[str] = None
+    #: "train": nnUNetv2_train; "self_training": nnunet_semi_self_training --rounds 1 with ``trainer`` (round 0 is
+    #: the labeled-only run of the same seed, reused), then the round-1 model predicts the test set
+    runner: str = "train"
 
 
 METHODS: Dict[str, Method] = {m.key: m for m in (
@@ -67,6 +70,10 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            dataset="bound"),
     Method("labeled_only_ensemble", "nnUNetTrainerLabeledOnly", "ensemble control: the labeled-only networks of two "
            "seeds (s and the next seed of the profile) averaged by nnUNetv2_ensemble", ensemble_of="labeled_only"),
+    Method("self_training", "nnUNetTrainerLabeledOnly", "self-training (Bai et al. 2017): one round of pseudo-labels "
+           "of the labeled-only model on every unlabeled image, then nnU-Net retrained on labeled + pseudo-labeled "
+           "cases (nnunet_semi_self_training --rounds 1; what nnU-Net's maintainers suggest doing by hand)",
+           runner="self_training"),
     Method("mmgl", "nnUNetTrainerMMGL", "MMGL (multi-scale multi-view global-local contrastive pretraining, "
            "then deeply supervised fine-tuning on the labeled cases)",
            pretrain=(("mmgl_global", ()), ("mmgl_local", ())), configurations=("2d",)),
@@ -132,7 +139,7 @@ ACDC3_CPU = Profile(
     "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "all_labeled", "labeled_only_2x", "cps_2x",
-     "fixmatch_2x", "unimatch", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
+     "fixmatch_2x", "self_training", "unimatch", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,

@@ -229,14 +229,17 @@ class Runner:
                 final = self._pretrain_checkpoint(env, pre_method, raw)
             pretrained[pre_method] = str(final)
         trainer = trainer_name(method, p)
-        fold = self.fold_folder(env["nnUNet_results"], trainer, raw)
+        model = raw.name  # the dataset whose model predicts the test set
+        if method.runner == "self_training":
+            model = self._self_training(method, seed, draw, raw, env, timings)
+        fold = self.fold_folder(env["nnUNet_results"], trainer, Path(model))
         if not (fold / "checkpoint_final.pth").is_file():
             args = [a.format(**{f"pretrained:{k}": v for k, v in pretrained.items()}) for a in method.train_args]
             timings["train_s"] = self.step(
                 f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_train -tr {trainer}",
                 [bin_path("nnUNetv2_train"), raw.name, p.configuration, "0", "-tr", trainer, "-p", p.plans,
                  "-device", p.device, *args], env, f"{self._tag(draw)}seed{seed}_{method.key}_train")
-        record = {"method": method.key, "trainer": trainer, "seed": seed, "profile": p.name, "dataset": raw.name,
+        record = {"method": method.key, "trainer": trainer, "seed": seed, "profile": p.name, "dataset": model,
                   "timings": timings, "train_log": self._train_log_timing(fold)}
         if draw is not None:
             record["draw"] = draw
@@ -245,7 +248,7 @@ class Runner:
         if validation_only:
             return record
         pred = self.prediction_folder(method, seed, draw)
-        cmd = [bin_path("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", raw.name, "-c",
+        cmd = [bin_path("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", model, "-c",
                p.configuration, "-f", "0", "-tr", trainer, "-p", p.plans, "-device", p.device, "-npp", "1",
                "-nps", "1"] + (["--disable_tta"] if p.disable_tta else []) + \
             (["--save_probabilities"] if self._ensembled(method) else [])
@@ -253,6 +256,25 @@ class Runner:
                                          f"{self._tag(draw)}seed{seed}_{method.key}_predict")
         record["summary"] = self.evaluate(raw / "labelsTs", pred)
         return record
+
+    def _self_training(self, method: Method, seed: int, draw, raw: Path, env: dict, timings: dict) -> str:
+        """One round of ``nnunet_semi_self_training`` (round 0 = this seed's labeled-only run with the same trainer
+        and plans, reused when it exists); returns the derived dataset whose model is then evaluated. Its id is
+        700 + 10 * draw + seed: the derived raw datasets of every seed and draw share nnUNet_raw."""
+        from nnunet_semi.apps.self_training import derived_dataset_name
+
+        p = self.profile
+        first_id = 700 + 10 * (int(draw) if draw not in (None, BOUND) else 0) + seed
+        derived = derived_dataset_name(raw.name, first_id, 1)
+        trainer = trainer_name(method, p)
+        if not (self.fold_folder(env["nnUNet_results"], trainer, Path(derived)) / "checkpoint_final.pth").is_file():
+            timings["self_training_s"] = self.step(
+                f"{self._tag(draw)}seed {seed} {method.key}: nnunet_semi_self_training --rounds 1",
+                [bin_path("nnunet_semi_self_training"), "-d", raw.name, "-c", p.configuration, "-f", "0", "-tr",
+                 trainer, "-p", p.plans, "--rounds", "1", "--first-id", first_id, "-device", p.device, "-np", "1",
+                 "--no-test"] + (["--disable-tta"] if p.disable_tta else []), env,
+                f"{self._tag(draw)}seed{seed}_{method.key}")
+        return derived
 
     def _ensemble_control(self, method: Method, seed: int, draw, raw: Path) -> Optional[dict]:
         """nnUNetv2_ensemble of the test probabilities of ``method.ensemble_of`` at ``seed`` and at the next seed of
