@@ -122,4 +122,15 @@ class nnUNetTrainerCPS_paper(nnUNetTrainerCPS):
         self.cps_weight = 0.1
 
 
-CPS_VARIANTS = add_family_variants(nnUNetTrainerCPS, nnUNetTrainerCPS_dice, nnUNetTrainerCPS_paper)
+class nnUNetTrainerCPS_noBG(nnUNetTrainerCPS):
+    """Candidate (issue 32 item 6, to be decided on validation cases): the Dice form of the cross term over the
+    foreground classes only (``cps_dice_include_background = False``, as nnU-Net's own Dice with ``do_bg=False``)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.cps_dice_include_background = False
+
+
+CPS_VARIANTS = add_family_variants(nnUNetTrainerCPS, nnUNetTrainerCPS_dice, nnUNetTrainerCPS_paper,
+                                   nnUNetTrainerCPS_noBG)

@@ -205,5 +205,15 @@ class nnUNetTrainerFixMatch_noCutMix(nnUNetTrainerFixMatch):
         self.cutmix_probability = 0.0
 
 
+class nnUNetTrainerFixMatch_sqDice(nnUNetTrainerFixMatch):
+    """Candidate (issue 32 item 6, to be decided on validation cases): the soft Dice of UniMatch's medical code, with
+    the denominator ``sum p^2 + sum y`` (``unsup_dice_squared = True``)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.unsup_dice_squared = True
+
+
 FIXMATCH_VARIANTS = add_family_variants(nnUNetTrainerFixMatch, nnUNetTrainerFixMatch_ce, nnUNetTrainerFixMatch_dice,
-                                        nnUNetTrainerFixMatch_noCutMix)
+                                        nnUNetTrainerFixMatch_noCutMix, nnUNetTrainerFixMatch_sqDice)
