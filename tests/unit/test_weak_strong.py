@@ -96,6 +96,51 @@ def test_masked_soft_dice_switches_equal_numpy_recomputation():
         masked_soft_dice(args[0][:, :1], args[1] * 0, args[2], include_background=False)
 
 
+def _present_dice_numpy(logits, labels, mask, include_background=True, smooth=1e-5):
+    """The soft Dice averaged over the classes that occur in ``labels`` on the masked voxels only."""
+    p = _softmax(logits)
+    dice = []
+    for c in range(0 if include_background else 1, logits.shape[1]):
+        y = (labels == c).astype(float)
+        if (mask * y).sum() == 0:
+            continue
+        dice.append((2 * (mask * p[:, c] * y).sum() + smooth) / ((mask * p[:, c]).sum() + (mask * y).sum() + smooth))
+    return 1 - np.mean(dice) if dice else 0.0
+
+
+def test_present_only_dice_skips_the_classes_absent_from_the_pseudo_labels():
+    """Pseudo-labels without class 2 and 3: the default scores those classes ~0 (loss ~1 each) however little of them
+    is predicted, i.e. it rewards predicting exactly none; present_only averages over classes 0 and 1 (NumPy), and an
+    all-background batch predicted as background costs ~0 instead of 3/4."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2, 4, 6, 5)) * 2
+    labels = rng.integers(0, 2, size=(2, 6, 5))
+    mask = rng.random((2, 6, 5)) > 0.3
+    args = torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(mask)
+    for background in (True, False):
+        got = masked_soft_dice(*args, present_only=True, include_background=background).item()
+        assert got == pytest.approx(_present_dice_numpy(logits, labels, mask, background), rel=1e-6)
+    assert masked_soft_dice(*args).item() > masked_soft_dice(*args, present_only=True).item() + 0.15
+    assert weak_to_strong_loss(*args, "dice", present_only=True).item() == pytest.approx(
+        _present_dice_numpy(logits, labels, mask), rel=1e-6)
+    # all background, predicted background everywhere (p_fg ~ 0.007 per class): the default still costs
+    # (C - 1) / C, present_only nothing; the default only falls to ~0 once the foreground mass drops below the
+    # smoothing (p_fg ~ 1e-9 at logit 20): the reward for predicting exactly none of a class
+    zeros, everywhere = torch.zeros((1, 6, 5), dtype=torch.long), torch.ones((1, 6, 5), dtype=torch.bool)
+    for margin, default_loss in ((5.0, 0.75), (20.0, 0.0)):
+        confident_bg = torch.zeros((1, 4, 6, 5), dtype=torch.float64)
+        confident_bg[:, 0] = margin
+        assert masked_soft_dice(confident_bg, zeros, everywhere).item() == pytest.approx(default_loss, abs=1e-2)
+        present = masked_soft_dice(confident_bg, zeros, everywhere, present_only=True).item()
+        assert present < 0.011 and present == pytest.approx(  # the background term alone
+            _present_dice_numpy(confident_bg.numpy(), zeros.numpy(), everywhere.numpy()), rel=1e-5, abs=1e-7)
+    # nothing masked: no class present, a zero loss that still back-propagates (a zero gradient)
+    logits_t = torch.from_numpy(logits).requires_grad_(True)
+    none = masked_soft_dice(logits_t, args[1], torch.zeros_like(args[2]), present_only=True)
+    none.backward()
+    assert none.item() == 0.0 and float(logits_t.grad.abs().sum()) == 0.0
+
+
 def test_pseudo_labels_carry_no_gradient():
     """The confidence max_c softmax(weak) is differentiable: confident_pseudo_labels must cut it off. Used as a soft
     weight of the strong view's CE, the gradient reaches the strong logits only, and equals the hand gradient with
@@ -274,6 +319,27 @@ def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim, trai
     assert all(p.grad is not None for n, p in trainer.network.named_parameters() if "seg_layers" not in n)
     if squared:
         assert abs(l_u - _masked_dice_numpy(strong_logits, labels, mask)) > 1e-3  # the switch changes the number
+
+
+def test_fixmatch_collapse_candidates_set_their_switch_and_reach_the_loss(make_trainer):
+    """nnUNetTrainerFixMatch_present passes present_only to the loss (a batch whose confident pseudo-labels lack a
+    class: the step's L_u equals the present-class recomputation, not the default's); nnUNetTrainerFixMatch_rampup
+    ramps lambda_u with exp(-5 (1 - t / 0.4)^2)."""
+    trainer = make_trainer("nnUNetTrainerFixMatch_present", 2)
+    assert trainer.unsup_dice_present_only is True and trainer.unsup_rampup_fraction == 0.0
+    rng = np.random.default_rng(7)
+    logits = torch.from_numpy(rng.normal(size=(2, 3, 6, 5)))
+    labels = torch.from_numpy(rng.integers(0, 2, size=(2, 6, 5)))  # class 2 never pseudo-labelled
+    mask = torch.ones((2, 6, 5), dtype=torch.bool)
+    got = trainer.unsup_loss_of(logits, labels, mask).item()
+    assert got == pytest.approx(_present_dice_numpy(logits.numpy(), labels.numpy(), mask.numpy()), rel=1e-6)
+    assert abs(got - _masked_dice_numpy(logits.numpy(), labels.numpy(), mask.numpy())) > 0.1
+    ramp = make_trainer("nnUNetTrainerFixMatch_rampup", 2)
+    assert ramp.unsup_rampup_fraction == 0.4 and ramp.unsup_dice_present_only is False
+    total = ramp.num_epochs * ramp.num_iterations_per_epoch
+    for step, expected in ((0, np.exp(-5.0)), (int(0.2 * total), np.exp(-5 * 0.25)), (int(0.4 * total), 1.0)):
+        ramp.current_epoch, ramp.step_in_epoch = divmod(step, ramp.num_iterations_per_epoch)
+        assert ramp.current_unsup_weight() == pytest.approx(expected, rel=1e-3)
 
 
 def test_unimatch_weights_and_feature_stream(make_trainer):
