@@ -36,22 +36,41 @@ def test_message_names_module_data_and_how_to_point_the_suite_at_it():
         "CI is set, so this fails")
 
 
-def _pytest(tmp_path, ci: str):
+MODULES = ("tests/cli/test_ccm.py", "tests/cli/test_genesis.py")
+
+
+def _pytest(tmp_path, ci: str, *extra: str):
     env = {**os.environ, DATA_ENV: str(tmp_path / "empty"), "CI": ci}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
-                           "tests/cli/test_ccm.py", "tests/cli/test_genesis.py"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", *extra, *MODULES],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _collected_per_module(tmp_path) -> dict:
+    """How many tests pytest collects in each module (``--collect-only``): the counts the skip lines must show,
+    derived rather than written down, so that adding a test to either module does not break this one."""
+    collected = _pytest(tmp_path, "", "--collect-only")
+    assert collected.returncode == 0, collected.stdout[-3000:]
+    counts = {module: 0 for module in MODULES}
+    for line in collected.stdout.splitlines():
+        module = line.split("::")[0]
+        if "::" in line and module in counts:
+            counts[module] += 1
+    assert all(counts.values()), collected.stdout[-3000:]
+    return counts
 
 
 def test_missing_data_skips_one_line_per_module_outside_ci_and_fails_on_ci(tmp_path):
+    counts = _collected_per_module(tmp_path)
+    total = sum(counts.values())
     skipped = _pytest(tmp_path, ci="")
     assert skipped.returncode == 0, skipped.stdout[-3000:]
     lines = [line for line in skipped.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert len(lines) == 2, skipped.stdout[-3000:]
-    for line, module, count in zip(lines, ("tests/cli/test_ccm.py", "tests/cli/test_genesis.py"), (6, 3)):
-        assert re.match(rf"SKIPPED \[{count}\] tests/conftest\.py:\d+: {re.escape(module)} needs real test data "
-                        rf"hippocampus/Task04_Hippocampus under {re.escape(str(tmp_path / 'empty'))}", line), line
-    assert re.search(r"\b9 skipped\b", skipped.stdout)
+    assert len(lines) == len(MODULES), skipped.stdout[-3000:]
+    for line, module in zip(lines, MODULES):
+        assert re.match(rf"SKIPPED \[{counts[module]}\] tests/conftest\.py:\d+: {re.escape(module)} needs real test "
+                        rf"data hippocampus/Task04_Hippocampus under {re.escape(str(tmp_path / 'empty'))}", line), line
+    assert re.search(rf"\b{total} skipped\b", skipped.stdout)
     failed = _pytest(tmp_path, ci="true")
-    assert failed.returncode == 1 and re.search(r"\b9 (failed|errors?)\b", failed.stdout), failed.stdout[-3000:]
+    assert failed.returncode == 1 and re.search(rf"\b{total} (failed|errors?)\b", failed.stdout), \
+        failed.stdout[-3000:]
     assert "CI is set, so this fails" in failed.stdout and "skipped" not in failed.stdout.splitlines()[-1]
