@@ -34,6 +34,9 @@ class Method:
     #: "train": nnUNetv2_train; "self_training": nnunet_semi_self_training --rounds 1 with ``trainer`` (round 0 is
     #: the labeled-only run of the same seed, reused), then the round-1 model predicts the test set
     runner: str = "train"
+    #: environment of ``nnUNetv2_predict`` only (e.g. ``nnUNet_semi_predict_member=a``: a two-network trainer's
+    #: network a alone); the trainer, its checkpoint and its training are ``trainer``'s, shared with that method
+    predict_env: Tuple[Tuple[str, str], ...] = ()
 
 
 METHODS: Dict[str, Method] = {m.key: m for m in (
@@ -78,6 +81,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            dataset="bound"),
     Method("labeled_only_ensemble", "nnUNetTrainerLabeledOnly", "ensemble control: the labeled-only networks of two "
            "seeds (s and the next seed of the profile) averaged by nnUNetv2_ensemble", ensemble_of="labeled_only"),
+    Method("cps_single", "nnUNetTrainerCPS", "single-network control: the CPS run of the same seed (same checkpoint, "
+           "no training of its own) predicting with its network a alone (nnUNet_semi_predict_member=a): the gain "
+           "without the two-network ensemble", predict_env=(("nnUNet_semi_predict_member", "a"),)),
     Method("self_training", "nnUNetTrainerLabeledOnly", "self-training (Bai et al. 2017): one round of pseudo-labels "
            "of the labeled-only model on every unlabeled image, then nnU-Net retrained on labeled + pseudo-labeled "
            "cases (nnunet_semi_self_training --rounds 1; what nnU-Net's maintainers suggest doing by hand)",
@@ -146,7 +152,7 @@ ACDC3_CPU = Profile(
     "in-plane resolution (3.0 mm; patch 128 x 128), plans with 8..64 features and batch 8 labeled (+ the method's "
     "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
-    ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "all_labeled", "labeled_only_2x", "cps_2x",
+    ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x", "cps_2x",
      "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
@@ -156,7 +162,7 @@ ACDC3_CPU = Profile(
     labels={1: "RV", 2: "Myo", 3: "LV"}, draws=(0, 1, 2), bound=datasets.acdc_all_labeled, bound_dataset_id=979,
     validation=True, double_budget="_80epochs_50its")
 
-_PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "all_labeled", "labeled_only_2x",
+_PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
                         "cps_2x", "unimatch")
 HIPPOCAMPUS5_2D_CPU = Profile(
     "hippocampus5-2d-cpu",
@@ -176,7 +182,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
                 "3d_fullres: small 3D plans (8..64 features, batch 4 labeled + 4 unlabeled), 40 x 50 iterations, no "
                 "test-time mirroring.",
     configuration="3d_fullres", plans="nnUNetPlansBench3d8",
-    methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "all_labeled",
+    methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 

@@ -115,7 +115,8 @@ class Runner:
 
     def step(self, title: str, cmd: List[str], env: dict, log_name: str) -> float:
         cmd = [str(c) for c in cmd]
-        shown = {k: env[k] for k in ("nnUNet_results", SEED_ENV, "nnUNet_n_proc_DA", THREADS_ENV) if k in env}
+        shown = {k: env[k] for k in ("nnUNet_results", SEED_ENV, "nnUNet_n_proc_DA", THREADS_ENV,
+                                     "nnUNet_semi_predict_member") if k in env}
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()) + " " + " ".join(map(shlex.quote, cmd))
         line = line.replace(str(self.work), "$WORK").replace(str(REPO) + "/", "")
         with open(self.commands, "a") as f:
@@ -243,7 +244,7 @@ class Runner:
                   "timings": timings, "train_log": self._train_log_timing(fold)}
         if draw is not None:
             record["draw"] = draw
-        if p.validation:
+        if p.validation and not method.predict_env:  # a predict-only variant: the fold validated the trainer's
             record["validation"] = self.evaluate(raw / "labelsTr", fold / "validation", allow_missing=True)
         if validation_only:
             return record
@@ -252,6 +253,8 @@ class Runner:
                p.configuration, "-f", "0", "-tr", trainer, "-p", p.plans, "-device", p.device, "-npp", "1",
                "-nps", "1"] + (["--disable_tta"] if p.disable_tta else []) + \
             (["--save_probabilities"] if self._ensembled(method) else [])
+        if method.predict_env:
+            env = {**env, **dict(method.predict_env)}
         timings["predict_s"] = self.step(f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_predict", cmd, env,
                                          f"{self._tag(draw)}seed{seed}_{method.key}_predict")
         record["summary"] = self.evaluate(raw / "labelsTs", pred)

@@ -5,9 +5,15 @@
   supervision), computed in a single forward call (one DDP reducer, collectives identical on every rank);
 * eval mode (validation, ``nnUNetv2_predict``): the ensemble. Each scale returns ``log(mean_k softmax(out_k))``,
   a valid logit map whose softmax is the mean of the two networks' softmax outputs, so nnU-Net's sliding-window
-  averaging, mirroring and export work unchanged.
+  averaging, mirroring and export work unchanged;
+* eval mode with ``nnUNet_semi_predict_member=a`` (or ``b``) in the environment: member ``a`` (``b``) alone, its raw
+  output (only that member runs). This is the single-network control of the benchmark protocol (does a two-network
+  trainer win because of the unlabeled images, or because two networks predict?): e.g.
+  ``nnUNet_semi_predict_member=a nnUNetv2_predict ... -tr nnUNetTrainerCPS``. Read when the network is built
+  (nnU-Net builds it anew in every predict / validation process); training is unaffected.
 """
-from typing import List, Sequence
+import os
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -43,6 +49,22 @@ def train_or_ensemble(outputs: Sequence[Output], training: bool):
     return fuse_softmax_logits(outputs)
 
 
+PREDICT_MEMBER_ENV = "nnUNet_semi_predict_member"
+
+
+def predict_member_from_env(environ=os.environ) -> Optional[int]:
+    """Index of the member that predicts alone in eval mode (``nnUNet_semi_predict_member``: ``a`` -> 0, ``b`` ->
+    1), None (unset or empty) for the ensemble."""
+    value = environ.get(PREDICT_MEMBER_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in ("a", "b"):
+        raise ValueError(f"{PREDICT_MEMBER_ENV}={environ[PREDICT_MEMBER_ENV]!r} is not a member of a two-network "
+                         f"trainer. Fix: set it to 'a' or 'b' (one network predicts alone), or unset it (the "
+                         f"ensemble of both).")
+    return "ab".index(value)
+
+
 class DualNetwork(nn.Module):
     """Networks ``net_a`` and ``net_b`` (state-dict keys ``net_a.*`` / ``net_b.*``), see the module docstring."""
 
@@ -50,6 +72,8 @@ class DualNetwork(nn.Module):
         super().__init__()
         self.net_a = net_a
         self.net_b = net_b
+        #: eval mode: None = the ensemble; 0 / 1 = that member alone (``nnUNet_semi_predict_member``)
+        self.predict_member: Optional[int] = predict_member_from_env()
 
     @property
     def members(self) -> List[nn.Module]:
@@ -64,4 +88,6 @@ class DualNetwork(nn.Module):
             net.decoder.deep_supervision = enabled
 
     def forward(self, x: torch.Tensor):
+        if not self.training and self.predict_member is not None:
+            return self.members[self.predict_member](x)
         return train_or_ensemble([net(x) for net in self.members], self.training)

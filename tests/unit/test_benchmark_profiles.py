@@ -112,3 +112,45 @@ def test_sample_std_is_n_minus_one():
     from benchmarks.run import sample_std
 
     assert sample_std([1.0, 2.0, 3.0]) == 1.0 and sample_std([4.0]) == 0.0
+
+
+def test_the_single_network_control_reuses_the_cps_checkpoint_and_predicts_with_network_a(tmp_path, monkeypatch):
+    """``cps_single`` trains nothing: it finds the CPS run's checkpoint of the same seed (same trainer, same fold
+    folder) and runs nnUNetv2_predict with ``nnUNet_semi_predict_member=a``, recorded in commands.sh; its record
+    carries no validation Dice (the fold's validation is the ensemble's)."""
+    from benchmarks.run import Runner
+
+    profile = PROFILES["acdc3-cpu"]
+    assert "cps_single" in profile.methods
+    runner = Runner(profile, tmp_path / "work", tmp_path / "results")
+    raw = tmp_path / "work" / "raw" / "Dataset970_ACDC"
+    runner.raw_by_draw[0] = raw
+    env = runner.seed_env(1)
+    fold = runner.fold_folder(env["nnUNet_results"], trainer_name(METHODS["cps"], profile), raw)
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_final.pth").write_bytes(b"")
+    calls = []
+
+    def step(title, cmd, env, log_name):
+        calls.append(([str(c) for c in cmd], env))
+        return 1.0
+
+    monkeypatch.setattr(runner, "step", step)
+    monkeypatch.setattr(runner, "evaluate", lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": 0.5}}})
+    monkeypatch.setattr(runner, "_train_log_timing", lambda fold: {})
+    record = runner.run_method(METHODS["cps_single"], 1, 0)
+    assert len(calls) == 1 and calls[0][0][0].endswith("nnUNetv2_predict")  # no nnUNetv2_train
+    cmd, predict_env = calls[0]
+    assert cmd[cmd.index("-tr") + 1] == "nnUNetTrainerCPS_40epochs_50its"
+    assert predict_env["nnUNet_semi_predict_member"] == "a" and predict_env["nnUNet_semi_seed"] == "1"
+    assert cmd[cmd.index("-o") + 1].endswith("predictions/draw0/seed1/cps_single")
+    assert record["method"] == "cps_single" and "validation" not in record
+    assert (tmp_path / "results" / "runs").is_dir()
+    # the harness's own step writes the variable into the command line it records
+    monkeypatch.undo()
+    runner._ran = []
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
+    runner.step("t", ["nnUNetv2_predict"], {**env, "nnUNet_semi_predict_member": "a"}, "t")
+    assert "nnUNet_semi_predict_member=a nnUNetv2_predict" in runner._ran[0]

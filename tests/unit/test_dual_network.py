@@ -62,3 +62,35 @@ def test_split_output_of_a_joint_forward_matches_separate_forwards():
         assert [p.flatten().tolist() for p in plain] == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0]]
         with pytest.raises(ValueError, match="6 samples, the batches \\[4, 1\\] sum to 5"):
             split_output(torch.zeros(6, 1), [4, 1])
+
+
+@pytest.mark.parametrize("member", ["a", "b"])
+def test_predict_member_from_the_environment_predicts_with_that_network_alone(monkeypatch, member):
+    """The single-network control: ``nnUNet_semi_predict_member`` makes eval mode return that member's own output
+    (the other member's weights change nothing); training mode still returns both."""
+    torch.manual_seed(0)
+    monkeypatch.setenv("nnUNet_semi_predict_member", member)
+    net = DualNetwork(_unet(False), _unet(False))
+    x = torch.randn(2, 1, 16, 16)
+    chosen, other = (net.net_a, net.net_b) if member == "a" else (net.net_b, net.net_a)
+    assert len(net(x)) == 2  # training: both members
+    net.eval()
+    with torch.no_grad():
+        alone = net(x)
+        assert torch.equal(alone, chosen(x))
+        assert not torch.allclose(alone, fuse_softmax_logits([net.net_a(x), net.net_b(x)]), atol=1e-3)
+        for p in other.parameters():
+            p.add_(1.0)
+        assert torch.equal(net(x), alone)
+
+
+def test_predict_member_unset_or_bad(monkeypatch):
+    from nnunet_semi.networks.dual import predict_member_from_env
+
+    assert predict_member_from_env({}) is None and predict_member_from_env({"nnUNet_semi_predict_member": ""}) is None
+    assert predict_member_from_env({"nnUNet_semi_predict_member": "B"}) == 1
+    with pytest.raises(ValueError, match=r"nnUNet_semi_predict_member='c' .*Fix: set it to 'a' or 'b'"):
+        predict_member_from_env({"nnUNet_semi_predict_member": "c"})
+    monkeypatch.setenv("nnUNet_semi_predict_member", "net_a")
+    with pytest.raises(ValueError, match="net_a"):
+        DualNetwork(_unet(), _unet())
