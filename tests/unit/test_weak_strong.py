@@ -340,6 +340,15 @@ def test_fixmatch_collapse_candidates_set_their_switch_and_reach_the_loss(make_t
     for step, expected in ((0, np.exp(-5.0)), (int(0.2 * total), np.exp(-5 * 0.25)), (int(0.4 * total), 1.0)):
         ramp.current_epoch, ramp.step_in_epoch = divmod(step, ramp.num_iterations_per_epoch)
         assert ramp.current_unsup_weight() == pytest.approx(expected, rel=1e-3)
+    # tau 0.80: a voxel of confidence 0.9 is in the mask (it is not at 0.95), everything else as the default
+    tau = make_trainer("nnUNetTrainerFixMatch_tau80", 2)
+    assert tau.confidence_threshold == 0.80 and not tau.unsup_dice_present_only and tau.unsup_rampup_fraction == 0
+    confidence = torch.tensor([[[0.9, 0.97], [0.5, 0.85]]])
+    boxes, partner = torch.zeros((1, 2, 2), dtype=torch.bool), torch.zeros(1, dtype=torch.long)
+    _, mask = tau.mixed_pseudo_labels(torch.zeros((1, 2, 2), dtype=torch.long), confidence, boxes, partner)
+    assert mask.tolist() == [[[True, True], [False, True]]]
+    _, mask = trainer.mixed_pseudo_labels(torch.zeros((1, 2, 2), dtype=torch.long), confidence, boxes, partner)
+    assert mask.tolist() == [[[False, True], [False, False]]]
 
 
 def test_unimatch_weights_and_feature_stream(make_trainer):
