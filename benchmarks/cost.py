@@ -69,9 +69,10 @@ def _count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def time_steps(step, loaders, device, warmup: int, iterations: int) -> dict:
+def time_steps(step, loaders, device, warmup: int, iterations: int, count_flops: bool = True) -> dict:
     """Run ``warmup`` then ``iterations`` calls of ``step``; seconds per step, split into the time spent in the
-    ``loaders`` (Stopwatch-wrapped) and the rest; FLOPs of one more step; peak memory."""
+    ``loaders`` (Stopwatch-wrapped) and the rest; FLOPs of one more step (``count_flops``; None otherwise, e.g. for
+    a ``torch.compile``'d network, whose kernels the FLOP counter does not see); peak memory."""
     import torch
 
     def synchronize():
@@ -90,7 +91,7 @@ def time_steps(step, loaders, device, warmup: int, iterations: int) -> dict:
     total = (time.perf_counter() - start) / iterations
     load = sum(loader.seconds for loader in loaders) / iterations
     return {"s_per_it": total, "load_s_per_it": load, "compute_s_per_it": total - load,
-            "flops_per_it": _count_flops(step), "peak_memory_gb": _peak_memory_gb(device)}
+            "flops_per_it": _count_flops(step) if count_flops else None, "peak_memory_gb": _peak_memory_gb(device)}
 
 
 def _log_synthetic_epoch(trainer, epoch: int, with_end: bool = True) -> None:
@@ -136,8 +137,11 @@ def time_epoch_end(trainer, epochs: int = 40, repeats: int = 3) -> dict:
     return {"epoch_end_s": total / repeats, "checkpoint_s": checkpoint, "plot_s": plot, "epoch_end_epochs": epochs}
 
 
-def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_name: str, device_name: str,
-                    warmup: int, iterations: int, at_progress: float = 0.25) -> dict:
+def start_trainer(dataset_id: int, configuration: str, plans: str, trainer_name: str, device_name: str,
+                  at_progress: float = 0.25):
+    """A trainer built by nnU-Net's ``get_trainer_from_args`` and set up by its own ``on_train_start`` (loaders,
+    augmentation, network), at epoch ``at_progress`` x its epochs, with Stopwatch-wrapped loaders. Returns
+    ``(trainer, step, loaders)``: ``step()`` runs one ``train_step`` on the next labeled batch."""
     import torch
 
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -160,7 +164,13 @@ def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_nam
     def step():
         trainer.train_step(next(trainer.dataloader_train))
 
-    timing = time_steps(step, loaders, device, warmup, iterations)
+    return trainer, step, loaders
+
+
+def measure_trainer(dataset_id: int, configuration: str, plans: str, trainer_name: str, device_name: str,
+                    warmup: int, iterations: int, at_progress: float = 0.25) -> dict:
+    trainer, step, loaders = start_trainer(dataset_id, configuration, plans, trainer_name, device_name, at_progress)
+    timing = time_steps(step, loaders, trainer.device, warmup, iterations)
     timing.update(time_epoch_end(trainer))
     result = {"trainer": trainer_name, "batch_labeled": trainer.batch_size,
               "batch_unlabeled": getattr(trainer, "unlabeled_batch_size", 0) or 0, **timing,
