@@ -1,9 +1,14 @@
-"""Shared fixtures: the real data in ../shared/data and nnU-Net environments in temporary folders.
+"""Shared fixtures: the real data in ../shared/data, a generated stand-in for it, and nnU-Net environments in
+temporary folders.
 
 The real data is ``../shared/data`` beside the repository, or the folder named by ``NNUNET_SEMI_SHARED_DATA`` (as
-for the benchmarks). Where it is missing, real-data tests FAIL on CI (``CI`` set, as CI services do: CI has the data)
-and are skipped elsewhere (a fresh clone), with one line per test module saying which data it needs and how to point
-the suite at it (:func:`require`).
+for the benchmarks). Where it is missing (a fresh clone), the fixtures that need no particular dataset
+(``hippocampus_nnunet``, ``unlabeled_preprocessed``: trainers end to end, resume, DDP, pretraining, the toolbox)
+build the same layout from the project's demo generator instead (:data:`FALLBACK_FIXTURES`), and only the tests
+that need the real data itself (a Dice floor measured on it, a converter reading a real release: marked
+``real_data``, :data:`DATA_FIXTURES`) are skipped, with one line per test module saying which data they need and how
+to point the suite at it (:func:`require`). On CI (``CI`` set, as CI services do: CI has the data) missing data FAILS
+every one of these tests instead, generated fallback included.
 """
 import os
 import subprocess
@@ -29,10 +34,22 @@ HIPPOCAMPUS = SHARED_DATA / "hippocampus" / "Task04_Hippocampus"
 ACDC_H5 = SHARED_DATA / "acdc_h5"
 HIPPO_ID = 901
 SMALL_PLANS = "nnUNetPlansSmall"
-#: fixtures (here and in test modules) that need real data, checked before any fixture runs: a skip raised inside a
-#: fixture is reported once per test, and a session fixture would repeat its first module's message for all others
-DATA_FIXTURES = {"hippocampus_nnunet": HIPPOCAMPUS, "unlabeled_preprocessed": HIPPOCAMPUS, "msd_source": HIPPOCAMPUS,
-                 "planned": HIPPOCAMPUS, "acdc_h5": ACDC_H5}
+#: fixtures (here and in test modules) that need real data whatever happens (a converter reading the real release),
+#: checked before any fixture runs: a skip raised inside a fixture is reported once per test, and a session fixture
+#: would repeat its first module's message for all others. Their tests get the ``real_data`` mark.
+DATA_FIXTURES = {"msd_source": HIPPOCAMPUS, "acdc_h5": ACDC_H5}
+#: fixtures that read the real data where it exists and otherwise, outside CI, data the project generates (same
+#: layout, counts and planned geometry); on CI missing data fails their tests, as for DATA_FIXTURES
+FALLBACK_FIXTURES = {"hippocampus_nnunet": HIPPOCAMPUS, "unlabeled_preprocessed": HIPPOCAMPUS, "planned": HIPPOCAMPUS}
+#: ``@pytest.mark.real_data(path)``: the test needs this real data (e.g. a Dice floor measured on it)
+REAL_DATA_MARK = "real_data"
+#: the generated stand-in for the Hippocampus fixture: the demo generator's volumes with Hippocampus's median
+#: geometry after cropping (36 x 50 x 35 voxels of 1 mm), so that nnU-Net plans the same configurations (2d patch
+#: 56 x 40, 3d_fullres 40 x 56 x 40, 4 stages) and every shape a test names holds on both
+GENERATED_SHAPE = (36, 50, 35)
+GENERATED_SPACING = (1.0, 1.0, 1.0)
+#: the fixture's split: labeled training, validation (fold 0 of splits_final.json), test and unlabeled cases
+FIXTURE_COUNTS = {"num_labeled": 8, "num_val": 5, "num_test": 10, "num_unlabeled": 40}
 
 
 def on_ci(environ: Mapping[str, str] = os.environ) -> bool:
@@ -68,10 +85,33 @@ def require(path: Path, module: str = None) -> Path:
     pytest.skip(message)
 
 
+def data_source(path: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """Where a fixture with a generated fallback reads its data: ``'real'`` when ``path`` exists, else ``'fail'`` on
+    CI (the data is expected there) and ``'generated'`` elsewhere."""
+    return {"run": "real", "fail": "fail", "skip": "generated"}[missing_data_decision(Path(path).exists(), environ)]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{REAL_DATA_MARK}(path): the test needs this real data (a Dice floor "
+                                       f"measured on it, a converter's real release); skipped without it outside CI, "
+                                       f"failed on CI")
+
+
+def pytest_collection_modifyitems(config, items):
+    # one mark for every real-data test, so that ``-m real_data`` selects them all (tests/unit/test_data_requirement)
+    for item in items:
+        for path in sorted({str(DATA_FIXTURES[name]) for name in item.fixturenames if name in DATA_FIXTURES}):
+            item.add_marker(getattr(pytest.mark, REAL_DATA_MARK)(Path(path)))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    for path in {DATA_FIXTURES[name] for name in item.fixturenames if name in DATA_FIXTURES}:
-        require(path, item.nodeid.split("::")[0])
+    module = item.nodeid.split("::")[0]
+    for path in {Path(mark.args[0]) for mark in item.iter_markers(REAL_DATA_MARK)}:
+        require(path, module)
+    for path in {FALLBACK_FIXTURES[name] for name in item.fixturenames if name in FALLBACK_FIXTURES}:
+        if data_source(path) == "fail":
+            require(path, module)
 
 
 def nnunet_bin(name: str) -> str:
@@ -121,22 +161,34 @@ def run(cmd, env, timeout=1800, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def hippocampus_nnunet(tmp_path_factory):
-    """Hippocampus (MSD task 4, real data) as nnU-Net dataset 901: 8 labeled + 5 validation cases in imagesTr,
-    10 labeled test cases in imagesTs/labelsTs, 40 unlabeled images (rest of the pool + MSD imagesTs);
-    planned and preprocessed by nnU-Net (2d and 3d_fullres), plus small CPU plans ``nnUNetPlansSmall``
-    (8..64 features; batch 8 in 2d, 2 in 3d_fullres)."""
+    """Hippocampus (MSD task 4, real data) as nnU-Net dataset 901: 8 labeled + 5 validation cases in imagesTr (fold 0
+    of splits_final.json), 10 labeled test cases in imagesTs/labelsTs, 40 unlabeled images (rest of the pool + MSD
+    imagesTs); planned and preprocessed by nnU-Net (2d and 3d_fullres), plus small CPU plans ``nnUNetPlansSmall``
+    (8..64 features; batch 8 in 2d, 2 in 3d_fullres).
+
+    Without the real data (outside CI): the same from the demo generator (``Dataset901_SemiDemo``, the same counts
+    and split, two foreground labels, :data:`GENERATED_SHAPE` volumes of 1 mm so that the plans are Hippocampus's).
+    ``source`` says which: ``'real'`` or ``'generated'``."""
     from dataset_conversion.msd import convert_msd_semi
+    from nnunet_semi.apps.demo_data import generate_demo_dataset
     from nnunet_semi.apps.small_plans import make_small_plans
 
-    root = tmp_path_factory.mktemp("hippocampus")
+    source = data_source(HIPPOCAMPUS)
+    if source == "fail":  # pytest_runtest_setup fails first; kept for a direct call
+        require(HIPPOCAMPUS)
+    root = tmp_path_factory.mktemp("hippocampus" if source == "real" else "generated901")
     env = make_env(root)
-    raw = Path(convert_msd_semi(str(require(HIPPOCAMPUS)), HIPPO_ID, num_labeled=8, num_val=5, num_test=10,
-                                num_unlabeled=40, seed=0, output_root=env["nnUNet_raw"]))
+    if source == "real":
+        raw = Path(convert_msd_semi(str(HIPPOCAMPUS), HIPPO_ID, seed=0, output_root=env["nnUNet_raw"],
+                                    **FIXTURE_COUNTS))
+    else:
+        raw = Path(generate_demo_dataset(env["nnUNet_raw"], HIPPO_ID, seed=0, shape=GENERATED_SHAPE,
+                                         spacing=GENERATED_SPACING, **FIXTURE_COUNTS))
     run([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", HIPPO_ID, "-c", "2d", "3d_fullres", "-np", "2",
          "-npfp", "2"], env)
     make_small_plans(raw.name, target_plans=SMALL_PLANS, base_features=8, max_features=64,
                      batch_size={"2d": 8, "3d_fullres": 2}, preprocessed_root=env["nnUNet_preprocessed"])
-    return {"root": root, "env": env, "raw": raw, "dataset": raw.name}
+    return {"root": root, "env": env, "raw": raw, "dataset": raw.name, "source": source}
 
 
 @pytest.fixture(scope="session")

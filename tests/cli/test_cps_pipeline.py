@@ -1,4 +1,5 @@
-"""nnU-Net's unmodified commands, in subprocesses, with nnUNetTrainerCPS on real data (MSD Hippocampus).
+"""nnU-Net's unmodified commands, in subprocesses, with nnUNetTrainerCPS on real data (MSD Hippocampus; without it,
+outside CI, on the generated stand-in of tests/conftest.py, except the Dice floor, which is Hippocampus's).
 
 plan/preprocess (fixture) -> nnUNetv2_train -> nnUNetv2_predict -> nnUNetv2_evaluate_folder, and an interrupted
 training resumed with --c that ends bit-identical to an uninterrupted one.
@@ -8,10 +9,11 @@ import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pytest
 import torch
 
 from nnunet_semi import ext_trainer_dir
-from tests.conftest import nnunet_bin, run, seeded_env, train_env
+from tests.conftest import HIPPOCAMPUS, nnunet_bin, run, seeded_env, train_env
 from tests.helpers import assert_resume_is_bit_identical, predict_and_evaluate, result_folder, train_cmd
 
 # measured (seed 0, 2 CPU cores): see test_cps_train_predict_evaluate_2d
@@ -31,6 +33,7 @@ def test_ext_trainer_command_appends_to_existing_value():
     assert not (shim_dir / "__init__.py").exists()
 
 
+@pytest.mark.real_data(HIPPOCAMPUS)  # DICE_FLOOR was measured on the real Hippocampus cases
 def test_cps_train_predict_evaluate_2d(hippocampus_nnunet):
     """2d, small plans (8..64 features, batch 8 labeled + 8 unlabeled), 20 x 100 iterations on 2 CPU cores, seeded.
 

@@ -66,6 +66,7 @@ def test_ratio_counts_match_the_papers():
             num_from_ratio(bad, 70)
 
 
+@pytest.mark.real_data(ACDC_H5)
 def test_ssl4mis_list_selection_is_their_labeled_set():
     """selection='list' on the real train.list picks the patients of SSL4MIS's first 68 / 136 slices."""
     src = _acdc_h5()
@@ -122,6 +123,7 @@ def test_acdc_h5_layout_split_and_integrity(acdc_h5, capsys):
     _verify(acdc_h5, capsys)
 
 
+@pytest.mark.real_data(ACDC_H5)
 def test_acdc_h5_val_as_test(tmp_path, capsys):
     """Copies without test.list (as ../shared/data): the val.list volumes become the held-out test set."""
     out = Path(convert_acdc_h5(str(_acdc_h5()), num_labeled=3, selection="list", output_root=str(tmp_path),

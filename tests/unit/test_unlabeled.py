@@ -1,7 +1,9 @@
 """Unlabeled-image discovery, validation and cached preprocessing, checked against nnU-Net's own preprocessing.
 
 A tiny nnU-Net raw dataset (6 labeled hippocampus cases from MSD Task04) is planned and preprocessed once per module
-with ``nnUNetv2_plan_and_preprocess``; the tests then preprocess unlabeled images with those plans.
+with ``nnUNetv2_plan_and_preprocess``; the tests then preprocess unlabeled images with those plans. Without the real
+data (outside CI) the same case names hold volumes of the project's demo generator with Hippocampus's geometry
+(1 mm voxels, a zero corner of background as MSD's cropped MR images have: see :func:`generated_sources`).
 """
 import json
 import os
@@ -22,7 +24,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_semi.data import unlabeled
 from nnunet_semi.data.unlabeled import (MANIFEST_FILE, UnlabeledDataError, ensure_unlabeled_preprocessed,
                                         find_unlabeled_cases, preprocess_unlabeled)
-from tests.conftest import HIPPOCAMPUS, REPO as REPO_ROOT, nnunet_bin, require
+from nnunet_semi.apps.demo_data import synthesize_case
+from tests.conftest import (GENERATED_SHAPE, GENERATED_SPACING, HIPPOCAMPUS, REPO as REPO_ROOT, data_source,
+                            nnunet_bin, require)
 
 DATASET = 'Dataset901_Hippo'
 CONFIGURATION = '3d_fullres'
@@ -42,8 +46,44 @@ class Planned:
     configuration_manager: ConfigurationManager
 
 
+#: the folder source() reads when the real data is missing outside CI (set by generated_sources)
+GENERATED = {}
+ZERO_CORNER = 6  # voxels: a background prism along z, zero in every generated image
+
+
 def source(folder: str, case: str) -> Path:
-    return require(HIPPOCAMPUS) / folder / f'{case}.nii.gz'
+    """MSD Task04's file (real data) or, without it outside CI, its generated stand-in; on CI missing data fails."""
+    root = GENERATED.get('root') or require(HIPPOCAMPUS)
+    return root / folder / f'{case}.nii.gz'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def generated_sources(tmp_path_factory):
+    """Without the real data (outside CI): imagesTr/labelsTr (LABELED) and imagesTs (UNLABELED) from the demo
+    generator, 1 mm voxels (nnU-Net plans 1 mm: no resampling, as for Hippocampus), sizes differing between cases
+    (as Hippocampus's do), background set to 0 in a corner prism so that nnU-Net's nonzero mask leaves voxels out
+    (its seg is -1 there). Nothing with the real data or on CI (where source() fails)."""
+    if data_source(HIPPOCAMPUS) != 'generated':
+        yield
+        return
+    root = tmp_path_factory.mktemp('generated_hippocampus')
+    for folder in ('imagesTr', 'labelsTr', 'imagesTs'):
+        (root / folder).mkdir()
+    for index, case in enumerate(LABELED + UNLABELED):
+        shape = (GENERATED_SHAPE[0] + index % 5 - 2, GENERATED_SHAPE[1] - index % 3, GENERATED_SHAPE[2])
+        image, label = synthesize_case(0, index, shape, GENERATED_SPACING)
+        corner = np.zeros(label.shape, bool)
+        corner[:, :ZERO_CORNER, :ZERO_CORNER] = True
+        image[corner & (label == 0)] = 0
+        assert (image == 0).sum() >= shape[0] * ZERO_CORNER  # most of the prism is background
+        pairs = [('imagesTr', image), ('labelsTr', label)] if case in LABELED else [('imagesTs', image)]
+        for folder, array in pairs:
+            written = sitk.GetImageFromArray(array)
+            written.SetSpacing(GENERATED_SPACING[::-1])
+            sitk.WriteImage(written, str(root / folder / f'{case}.nii.gz'), useCompression=True)
+    GENERATED['root'] = root
+    yield
+    GENERATED.clear()
 
 
 @pytest.fixture(scope='module')
