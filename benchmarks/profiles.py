@@ -71,6 +71,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "up over the first 40 % of the steps"),
     Method("fixmatch_tau80", "nnUNetTrainerFixMatch_tau80", "candidate: FixMatch with the confidence threshold 0.80 "
            "instead of 0.95 (on ACDC no foreground voxel reached 0.95 in the collapsed seed)"),
+    Method("fixmatch_sat", "nnUNetTrainerFixMatch_SAT", "candidate: FixMatch with FreeMatch's self-adaptive class-wise "
+           "thresholds (Wang et al. ICLR 2023) instead of the fixed 0.95"),
     Method("fixmatch_ce", "nnUNetTrainerFixMatch_ce", "FixMatch with the paper's CE over the confident voxels"),
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
@@ -156,7 +158,7 @@ ACDC3_CPU = Profile(
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x", "cps_2x",
      "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "fixmatch_sqdice", "fixmatch_present",
-     "fixmatch_rampup", "fixmatch_tau80", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
+     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_sat", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,

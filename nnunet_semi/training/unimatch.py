@@ -84,8 +84,9 @@ class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
         logits_w, logits_s1, logits_s2, *logits_fp = full_resolution(out_u).split(n_u)
 
         sup = self.loss(out_l, target)
+        self.observe_weak_view(logits_w)
         labels_w, confidence_w = confident_pseudo_labels(logits_w)  # once; mixed below for each strong view
-        mask_w = confidence_w >= self.confidence_threshold
+        mask_w = self.confident_mask(labels_w, confidence_w)
         confident, foreground = self.pseudo_label_curves(labels_w, mask_w)
         labels_1, mask_1 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_1, partner_1)
         labels_2, mask_2 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_2, partner_2)

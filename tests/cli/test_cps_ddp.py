@@ -1,4 +1,4 @@
-"""nnUNetTrainerCPS, nnUNetTrainerFixMatch and nnUNetTrainerUniMatch under DDP: 2 ranks, gloo, CPU (nnU-Net's own DDP launcher needs CUDA + nccl, so the trainer
+"""nnUNetTrainerCPS, nnUNetTrainerFixMatch (and its self-adaptive thresholds) and nnUNetTrainerUniMatch under DDP: 2 ranks, gloo, CPU (nnU-Net's own DDP launcher needs CUDA + nccl, so the trainer
 is built programmatically and wrapped in DistributedDataParallel without device ids, as NNUNET_NOTES.md says)."""
 import os
 
@@ -18,7 +18,7 @@ WORLD = 2
 STEPS = 3
 #: trainer -> a curve of its own (logged as the mean over ranks)
 TRAINERS_UNDER_TEST = {"nnUNetTrainerCPS": "cps_losses", "nnUNetTrainerFixMatch": "unsup_losses",
-                       "nnUNetTrainerUniMatch": "fp_losses"}
+                       "nnUNetTrainerUniMatch": "fp_losses", "nnUNetTrainerFixMatch_SAT": "sat_global_threshold"}
 #: (trainer, unlabeled batch per rank: None = 1:1 with the labeled one); 1 = the batch-of-1 CutMix partner path
 CASES = [(name, None) for name in TRAINERS_UNDER_TEST] + [("nnUNetTrainerFixMatch", 1)]
 CUTMIX_SKIPPED = "CutMix: an unlabeled batch of 1 has no partner on the first step"
@@ -63,6 +63,8 @@ def _worker(rank: int, env: dict, dataset: str, port: int, out_dir: str, name: s
         "losses": [float(o["loss"]) for o in outputs],
         "curve": trainer.logger.get_value(TRAINERS_UNDER_TEST[name], step=-1),
         "cutmix_skipped_logged": log.count(CUTMIX_SKIPPED),
+        "sat_thresholds": None if getattr(trainer, "self_adaptive_threshold", None) is None
+        else trainer.self_adaptive_threshold.thresholds(),
     }
     torch.save(result, join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
@@ -87,6 +89,10 @@ def test_two_ranks_gloo(hippocampus_nnunet, tmp_path, name, unlabeled):
         assert r["unlabeled_batch_size"] == (r["batch_size"] if unlabeled is None else unlabeled)  # 1:1 per rank
         assert r["params_equal_across_ranks"]
         assert all(np.isfinite(r["losses"]))
+    if name == "nnUNetTrainerFixMatch_SAT":  # the batch sums are all-reduced: the same thresholds on every rank
+        thresholds = [r["sat_thresholds"] for r in results]  # (each rank's own unlabeled patches would differ)
+        assert torch.equal(thresholds[0], thresholds[1]) and not torch.allclose(thresholds[0], torch.full_like(
+            thresholds[0], thresholds[0][0]))
     # the logged curve is the mean over ranks, identical on both
     assert results[0]["curve"] == results[1]["curve"] and np.isfinite(results[0]["curve"])
     checkpoint = torch.load(tmp_path / "ddp_checkpoint.pth", map_location="cpu", weights_only=False)

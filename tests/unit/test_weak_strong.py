@@ -13,7 +13,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_semi.augmentation.weak_strong import (StrongIntensityConfig, apply_per_sample, cutmix, cutmix_boxes,
                                                   strong_intensity_transform)
-from nnunet_semi.losses.weak_strong import (confident_pseudo_labels, masked_cross_entropy, masked_soft_dice,
+from nnunet_semi.losses.weak_strong import (SelfAdaptiveThreshold, confident_pseudo_labels, masked_cross_entropy, masked_soft_dice,
                                             weak_to_strong_loss)
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
 from nnunet_semi.training import TRAINERS
@@ -349,6 +349,80 @@ def test_fixmatch_collapse_candidates_set_their_switch_and_reach_the_loss(make_t
     assert mask.tolist() == [[[True, True], [False, True]]]
     _, mask = trainer.mixed_pseudo_labels(torch.zeros((1, 2, 2), dtype=torch.long), confidence, boxes, partner)
     assert mask.tolist() == [[[False, True], [False, False]]]
+
+
+def _sat_numpy(probability_batches, momentum):
+    """FreeMatch's Sec. 3.2 recomputed: EMA of the mean max-probability and of the mean class probabilities (both
+    from 1/C), thresholds MaxNorm(p) * tau."""
+    num_classes = probability_batches[0].shape[1]
+    tau, p = 1.0 / num_classes, np.full(num_classes, 1.0 / num_classes)
+    for q in probability_batches:
+        per_voxel = np.moveaxis(q, 1, -1).reshape(-1, num_classes)
+        tau = momentum * tau + (1 - momentum) * per_voxel.max(1).mean()
+        p = momentum * p + (1 - momentum) * per_voxel.mean(0)
+    return tau, p, p / p.max() * tau
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 9, 7), (2, 3, 4, 5, 6)])
+def test_self_adaptive_threshold_equals_numpy_recomputation(shape):
+    rng = np.random.default_rng(3)
+    batches = [_softmax(rng.normal(size=shape) * s) for s in (1.0, 3.0, 6.0)]
+    sat = SelfAdaptiveThreshold(shape[1], momentum=0.9)
+    np.testing.assert_allclose(sat.thresholds().numpy(), 1.0 / shape[1])  # both estimates start at 1/C
+    for q in batches:
+        sat.update(SelfAdaptiveThreshold.batch_statistics(torch.from_numpy(q)))
+    tau, p, thresholds = _sat_numpy(batches, 0.9)
+    assert float(sat.global_threshold) == pytest.approx(tau, rel=1e-12)
+    np.testing.assert_allclose(sat.class_probability.numpy(), p, rtol=1e-12)
+    np.testing.assert_allclose(sat.thresholds().numpy(), thresholds, rtol=1e-12)
+    assert thresholds.max() == pytest.approx(tau) and len(set(np.round(thresholds, 9))) == shape[1]  # per class
+    q = batches[0]  # the least confident batch
+    labels, confidence = confident_pseudo_labels(torch.from_numpy(np.log(q)))
+    expected = q.max(1) >= thresholds[q.argmax(1)]
+    assert 0.05 < expected.mean() < 0.95  # the class-wise thresholds select a real subset here
+    np.testing.assert_array_equal(sat.mask(labels, confidence).numpy(), expected)
+    # summed statistics of two halves (two DDP ranks after the all-reduce) equal those of the whole batch
+    halves = sum(SelfAdaptiveThreshold.batch_statistics(torch.from_numpy(h)) for h in np.array_split(q, 2))
+    np.testing.assert_allclose(halves.numpy(), SelfAdaptiveThreshold.batch_statistics(torch.from_numpy(q)).numpy())
+    with pytest.raises(ValueError, match="statistics of 2 classes for a threshold of"):
+        sat.update(torch.ones(4, dtype=torch.float64))
+
+
+def test_fixmatch_sat_masks_with_its_class_thresholds_and_resumes_them(make_trainer, tmp_path):
+    """nnUNetTrainerFixMatch_SAT: each step first updates the thresholds with the weak view (momentum 0.999 by
+    default, FreeMatch's), then masks each (mixed) voxel with its class's threshold; L_u equals the recomputation
+    with that mask. The thresholds travel in the checkpoint state and a resumed trainer continues from them."""
+    trainer = make_trainer("nnUNetTrainerFixMatch_SAT", 2)
+    assert trainer.sat_momentum == 0.999 and trainer.confidence_threshold == 0.95
+    trainer.sat_momentum = 0.5  # large steps, so that one step moves the thresholds measurably
+    x, target, xu = _inputs(trainer)
+    strong, boxes, partner = _fixed_strong_view(trainer, xu)
+    total, _, curves = trainer.compute_losses(x, target, xu)
+    weak, strong_logits, sup = _forward_again(trainer, x, target, xu, strong)
+    q = _softmax(weak)
+    tau, p, thresholds = _sat_numpy([q], 0.5)
+    b, part = boxes.numpy(), partner.numpy()
+    labels = np.where(b, q.argmax(1)[part], q.argmax(1))
+    mask = np.where(b, q.max(1)[part], q.max(1)) >= thresholds[labels]
+    assert 0.05 < mask.mean() < 0.95
+    assert curves["confident_fraction"] == pytest.approx(mask.mean())
+    assert curves["unsup_losses"] == pytest.approx(_masked_dice_numpy(strong_logits, labels, mask), rel=1e-4)
+    assert curves["sat_global_threshold"] == pytest.approx(tau, rel=1e-9)
+    assert curves["sat_foreground_threshold"] == pytest.approx(thresholds[1:].mean(), rel=1e-9)
+    assert total.item() == pytest.approx(sup + _masked_dice_numpy(strong_logits, labels, mask), rel=1e-4)
+
+    torch.save(trainer.extra_checkpoint_state(), tmp_path / "state.pth")
+    resumed = make_trainer("nnUNetTrainerFixMatch_SAT", 2)
+    resumed.load_extra_checkpoint_state(torch.load(tmp_path / "state.pth", weights_only=False))
+    assert torch.equal(resumed.self_adaptive_threshold.thresholds(), trainer.self_adaptive_threshold.thresholds())
+    np.testing.assert_allclose(resumed.self_adaptive_threshold.thresholds().numpy(), thresholds, rtol=1e-6)
+    assert resumed.self_adaptive_threshold.momentum == 0.5
+    for t in (trainer, resumed):  # the next step of both moves the thresholds identically
+        t.observe_weak_view(torch.from_numpy(weak).float())
+    np.testing.assert_array_equal(resumed.self_adaptive_threshold.thresholds().numpy(),
+                                  trainer.self_adaptive_threshold.thresholds().numpy())
+    np.testing.assert_allclose(trainer.self_adaptive_threshold.thresholds().numpy(), _sat_numpy([q, q], 0.5)[2],
+                               rtol=1e-6)
 
 
 def test_unimatch_weights_and_feature_stream(make_trainer):
