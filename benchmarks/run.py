@@ -7,7 +7,8 @@ plans and preprocesses it with nnU-Net (and derives the profile's plans), then f
 method runs the method's pretraining (``nnunet_semi_pretrain``), ``nnUNetv2_train`` with the trainer's budget
 variant, ``nnUNetv2_predict`` on the held-out ``imagesTs`` and evaluates against ``labelsTs`` (per-class Dice, HD95,
 ASSD; ``nnunet_semi.apps.metrics``). Every step is skipped when its output exists, so an interrupted benchmark
-continues where it stopped. Results: ``benchmarks/results/<profile>/`` (``results.md``, ``results.csv``,
+continues where it stopped; an interrupted training (``checkpoint_latest.pth`` without ``checkpoint_final.pth``)
+continues from its last epoch with nnU-Net's ``--c``. Results: ``benchmarks/results/<profile>/`` (``results.md``, ``results.csv``,
 ``dice.png``, ``runs/*.json`` with each run's metrics, wall times and provenance, ``commands.sh`` with the exact
 commands in order).
 
@@ -236,10 +237,13 @@ class Runner:
         fold = self.fold_folder(env["nnUNet_results"], trainer, Path(model))
         if not (fold / "checkpoint_final.pth").is_file():
             args = [a.format(**{f"pretrained:{k}": v for k, v in pretrained.items()}) for a in method.train_args]
+            # an interrupted training (killed chain, ended session) continues from its last epoch with nnU-Net's
+            # --c; our trainers resume bit-identically (tests/cli: resume tests), so the run equals an uninterrupted one
+            resume = ["--c"] if (fold / "checkpoint_latest.pth").is_file() else []
             timings["train_s"] = self.step(
-                f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_train -tr {trainer}",
+                f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_train -tr {trainer}" + (" --c" if resume else ""),
                 [bin_path("nnUNetv2_train"), raw.name, p.configuration, "0", "-tr", trainer, "-p", p.plans,
-                 "-device", p.device, *args], env, f"{self._tag(draw)}seed{seed}_{method.key}_train")
+                 "-device", p.device, *args, *resume], env, f"{self._tag(draw)}seed{seed}_{method.key}_train")
         record = {"method": method.key, "trainer": trainer, "seed": seed, "profile": p.name, "dataset": model,
                   "timings": timings, "train_log": self._train_log_timing(fold)}
         if draw is not None:

@@ -154,3 +154,34 @@ def test_the_single_network_control_reuses_the_cps_checkpoint_and_predicts_with_
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
     runner.step("t", ["nnUNetv2_predict"], {**env, "nnUNet_semi_predict_member": "a"}, "t")
     assert "nnUNet_semi_predict_member=a nnUNetv2_predict" in runner._ran[0]
+
+
+def test_an_interrupted_training_continues_with_c(tmp_path, monkeypatch):
+    """A fold with checkpoint_latest.pth but no checkpoint_final.pth (a killed chain) is continued with nnU-Net's
+    --c; a fresh fold trains without it; a finished fold trains nothing."""
+    from benchmarks.run import Runner
+
+    profile = PROFILES["acdc3-cpu"]
+    runner = Runner(profile, tmp_path / "work", tmp_path / "results")
+    raw = tmp_path / "work" / "raw" / "Dataset970_ACDC"
+    runner.raw_by_draw[0] = raw
+    calls = []
+    monkeypatch.setattr(runner, "step", lambda title, cmd, env, log_name: calls.append([str(c) for c in cmd]) or 1.0)
+    monkeypatch.setattr(runner, "evaluate", lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": 0.5}}})
+    monkeypatch.setattr(runner, "_train_log_timing", lambda fold: {})
+    fold = runner.fold_folder(runner.seed_env(0)["nnUNet_results"], trainer_name(METHODS["labeled_only"], profile),
+                              raw)
+    runner.run_method(METHODS["labeled_only"], 0, 0, validation_only=True)
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_latest.pth").write_bytes(b"")
+    runner.run_method(METHODS["labeled_only"], 1, 0, validation_only=True)  # seed 1: another fold, fresh
+    for f in (tmp_path / "results" / "validation_runs").glob("*.json"):
+        f.unlink()
+    runner.run_method(METHODS["labeled_only"], 0, 0, validation_only=True)
+    trains = [c for c in calls if c[0].endswith("nnUNetv2_train")]
+    assert len(trains) == 3 and "--c" not in trains[0] and "--c" not in trains[1] and trains[2][-1] == "--c"
+    (fold / "checkpoint_final.pth").write_bytes(b"")
+    for f in (tmp_path / "results" / "validation_runs").glob("*.json"):
+        f.unlink()
+    runner.run_method(METHODS["labeled_only"], 0, 0, validation_only=True)
+    assert len([c for c in calls if c[0].endswith("nnUNetv2_train")]) == 3  # finished: nothing trained
