@@ -31,7 +31,7 @@ import shlex
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -470,7 +470,7 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
         headline += [f"All-labeled bound (`all_labeled`, every training case labeled, same budget, seed "
                      f"{'/'.join(str(r['seed']) for r in bound)}): {100 * bound_dice:.2f} mean Dice; per class " +
                      ", ".join(f"{n} {100 * stat(bound, n, 'dice')[0]:.2f}" for n in names) + ".", ""]
-    validation_table = _validation_table(profile, validation_records or [])
+    validation_table = _validation_table(profile, validation_records or [], records)
     table = "\n\n".join(sections)
     (results / "results.csv").write_text("\n".join(csv) + "\n")
     md = [f"# {profile.name}", "", profile.description, "",
@@ -494,21 +494,38 @@ def _draw_cases(records: List[dict]) -> str:
     return records[0].get("dataset", "") if records else ""
 
 
-def _validation_table(profile: Profile, records: List[dict]) -> str:
-    """Candidate settings (``--validation-only`` runs): their validation Dice, paired with labeled-only's."""
+def _validation_table(profile: Profile, records: List[dict], test_records: Sequence[dict] = ()) -> str:
+    """Candidate settings (``--validation-only`` runs): their validation Dice per seed, paired with the validation Dice
+    of labeled-only's run of the same draw and seed (recorded by its full run, ``test_records``) and of the profile's
+    default methods (CPS, FixMatch) where they ran."""
     records = [r for r in records if "validation" in r]
     if not records:
         return ""
+    by_run = {(r["method"], r.get("draw"), r["seed"]): r for r in test_records if "validation" in r}
     lines = ["### Candidate settings on the validation cases (`--validation-only`: the test set was not read)", "",
-             "| draw | method | trainer | seeds | validation Dice (%) |", "|---|---|---|---|---|"]
+             "Validation Dice per seed; the gain is paired with labeled-only's validation Dice of the same draw and "
+             "seed (from its full run).", "",
+             "| draw | method | trainer | seeds | validation Dice (%) | per seed | labeled-only, same seeds | "
+             "paired gain (points) |", "|---|---|---|---|---|---|---|---|"]
     groups: Dict[tuple, List[dict]] = {}
     for r in records:
         groups.setdefault((r.get("draw"), r["method"]), []).append(r)
     for (draw, key), rs in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        rs = sorted(rs, key=lambda r: r["seed"])
         values = [_dice(r, "validation") for r in rs]
+        per_seed = " / ".join(f"s{r['seed']} {100 * v:.2f}" for r, v in zip(rs, values))
+        refs = [by_run.get(("labeled_only", draw, r["seed"])) for r in rs]
+        if all(refs):
+            ref_values = [_dice(ref, "validation") for ref in refs]
+            gains = [100 * (v - rv) for v, rv in zip(values, ref_values)]
+            reference = " / ".join(f"{100 * v:.2f}" for v in ref_values)
+            gain = f"{np.mean(gains):+.2f}" + (f" ± {sample_std(gains):.2f}" if len(gains) > 1 else "") + \
+                f" ({' / '.join(f'{g:+.2f}' for g in gains)})"
+        else:
+            reference = gain = "—"
         lines.append(f"| {draw if draw is not None else ''} | {key} | {rs[0]['trainer']} | {len(rs)} | "
                      f"{100 * np.mean(values):.2f}" + (f" ± {100 * sample_std(values):.2f}" if len(values) > 1 else "")
-                     + " |")
+                     + f" | {per_seed} | {reference} | {gain} |")
     return "\n".join(lines)
 
 

@@ -108,6 +108,24 @@ def test_protocol_aggregate_pairs_by_draw_and_seed_headlines_the_mean_over_draws
     assert "All-labeled bound" in (tmp_path / "results.md").read_text()
 
 
+def test_candidate_table_pairs_validation_dice_with_labeled_only_of_the_same_seed(tmp_path):
+    """--validation-only candidates: validation Dice per seed, labeled-only's validation Dice of the same draw and seed
+    (from its full run) and the paired gain with its sample sd; no reference, no gain."""
+    profile = PROFILES["acdc3-cpu"]
+    records = [_draw_record("labeled_only", 0, 0, 0.50, 0.40), _draw_record("labeled_only", 0, 2, 0.50, 0.44)]
+    candidates = [_draw_record("fixmatch_sat", 0, 2, 0.0, 0.54), _draw_record("fixmatch_sat", 0, 0, 0.0, 0.50),
+                  _draw_record("fixmatch_tau80", 0, 1, 0.0, 0.49)]
+    for c in candidates:
+        del c["summary"]  # the test set was not read
+    aggregate(profile, records, tmp_path, candidates)
+    md = (tmp_path / "results.md").read_text()
+    sat = next(line for line in md.splitlines() if line.startswith("| 0 | fixmatch_sat |"))
+    # gains +10 (seed 0) and +10 (seed 2): mean +10, sample sd 0; the mean validation Dice 52 ± 2.83
+    assert "| 2 | 52.00 ± 2.83 | s0 50.00 / s2 54.00 | 40.00 / 44.00 | +10.00 ± 0.00 (+10.00 / +10.00) |" in sat
+    tau = next(line for line in md.splitlines() if line.startswith("| 0 | fixmatch_tau80 |"))
+    assert tau.endswith("| 1 | 49.00 | s1 49.00 | — | — |")  # labeled-only seed 1 has no run here
+
+
 def test_sample_std_is_n_minus_one():
     from benchmarks.run import sample_std
 
