@@ -68,6 +68,22 @@ def method_label(trainer: str, reference_trainer: str) -> str:
     return name
 
 
+def run_label(record: dict, reference_trainer: str) -> str:
+    """:func:`method_label` of a run's trainer, naming the controls: an ensemble of two seeds (``ensembled_seeds``,
+    the trainer field reads ``<trainer> x2 (seeds ...)``) and a two-network trainer predicting with one member (a
+    method with ``predict_env``, e.g. ``cps_single``)."""
+    if "ensembled_seeds" in record:
+        return method_label(record["trainer"].split(" x2")[0], reference_trainer) + " x2 seeds, ensembled"
+    label = method_label(record["trainer"], reference_trainer)
+    try:
+        from benchmarks.profiles import METHODS
+        env = dict(METHODS[record["method"]].predict_env) if record["method"] in METHODS else {}
+    except ImportError:
+        env = {}
+    member = env.get("nnUNet_semi_predict_member")
+    return label + f" (network {member} alone)" if member else label
+
+
 def profile_order(names: Sequence[str]) -> List[str]:
     """The profiles of ``benchmarks/profiles.py`` in its order, then any other result folder by name."""
     try:
@@ -95,8 +111,8 @@ def panels(runs: Dict[str, List[dict]]) -> List[dict]:
         gains = paired_gains(records)
         if not reference or not gains:
             continue
-        trainer_of = {r["method"]: r["trainer"] for r in records}
-        methods = sorted(((method_label(trainer_of[m], reference[0]["trainer"]), g) for m, g in gains.items()),
+        record_of = {r["method"]: r for r in records}
+        methods = sorted(((run_label(record_of[m], reference[0]["trainer"]), g) for m, g in gains.items()),
                          key=lambda item: -sum(v for _, v in item[1]) / len(item[1]))
         ref_seeds = sorted(r["seed"] for r in reference)
         ref_mean = 100.0 * sum(mean_dice(r) for r in reference) / len(reference)

@@ -52,3 +52,16 @@ def test_draw_writes_a_png(results, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         gf.draw({"p": []}, tmp_path / "none.png")
+
+
+def test_the_controls_are_named(results):
+    """The labeled-only ensemble of two seeds and a two-network trainer's single network get their own labels."""
+    folder = results / "profile-a"
+    _run(folder, "labeled_only_ensemble", 0, 0.69, "nnUNetTrainerLabeledOnly_40epochs_50its x2 (seeds 0, 1)")
+    record = json.loads((folder / "runs" / "labeled_only_ensemble_seed0.json").read_text())
+    (folder / "runs" / "labeled_only_ensemble_seed0.json").write_text(json.dumps({**record, "ensembled_seeds": [0, 1]}))
+    _run(folder, "cps_single", 1, 0.75, "nnUNetTrainerCPS_40epochs_50its")
+    (panel,) = gf.panels(gf.load_runs(results))
+    labels = dict(panel["methods"])
+    assert labels["CPS (network a alone)"] == [(1, pytest.approx(3.0))]
+    assert labels["LabeledOnly x2 seeds, ensembled"] == [(0, pytest.approx(-1.0))]
