@@ -8,9 +8,9 @@ method runs the method's pretraining (``nnunet_semi_pretrain``), ``nnUNetv2_trai
 variant, ``nnUNetv2_predict`` on the held-out ``imagesTs`` and evaluates against ``labelsTs`` (per-class Dice, HD95,
 ASSD; ``nnunet_semi.apps.metrics``). Every step is skipped when its output exists, so an interrupted benchmark
 continues where it stopped; an interrupted training (``checkpoint_latest.pth`` without ``checkpoint_final.pth``)
-continues from its last epoch with nnU-Net's ``--c``. Results: ``benchmarks/results/<profile>/`` (``results.md``, ``results.csv``,
-``dice.png``, ``runs/*.json`` with each run's metrics, wall times and provenance, ``commands.sh`` with the exact
-commands in order).
+continues from its last epoch with nnU-Net's ``--c``. Results: ``benchmarks/results/<profile>/`` (``results.md``,
+``results.csv``, ``dice.png``, ``runs/*.json`` with each run's metrics, wall times and provenance, ``commands.sh``
+with the exact commands in order).
 
 The protocol (profiles with ``draws``; ``benchmarks/README.md``):
 
@@ -496,8 +496,7 @@ def _draw_cases(records: List[dict]) -> str:
 
 def _validation_table(profile: Profile, records: List[dict], test_records: Sequence[dict] = ()) -> str:
     """Candidate settings (``--validation-only`` runs): their validation Dice per seed, paired with the validation Dice
-    of labeled-only's run of the same draw and seed (recorded by its full run, ``test_records``) and of the profile's
-    default methods (CPS, FixMatch) where they ran."""
+    of labeled-only's run of the same draw and seed (recorded by its full run, ``test_records``)."""
     records = [r for r in records if "validation" in r]
     if not records:
         return ""
