@@ -478,8 +478,11 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
           f"cases, then over seeds: mean ± sample standard deviation (n − 1) when several seeds ran). Gains are "
           f"paired with the labeled-only run of the same draw and seed. Reproduce: `python -m benchmarks.run "
           f"--profile {profile.name}`; the exact commands are in `commands.sh`, each run's commands, code commit and "
-          f"start / end time in `runs/*.json`. Wall times depend on what else the machine ran; the cost of each "
-          f"method per iteration is measured separately in `cost.md`.", ""] + headline + [table, ""]
+          f"start / end time in `runs/*.json`. Wall times depend on what else the machine ran" + (
+              "; the cost of each method per iteration is measured separately in `cost.md`." if
+              (results / "cost.md").exists() else
+              " (two benchmark chains shared the machine's cores): they are not a cost measurement, and this profile has "
+              "no `cost.md` yet."), ""] + headline + [table, ""]
     if validation_table:
         md += [validation_table, ""]
     reading = results / "reading.md"  # the hand-written interpretation of these numbers, kept across re-runs
