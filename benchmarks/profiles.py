@@ -73,6 +73,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "instead of 0.95 (on ACDC no foreground voxel reached 0.95 in the collapsed seed)"),
     Method("fixmatch_sat", "nnUNetTrainerFixMatch_SAT", "candidate: FixMatch with FreeMatch's self-adaptive class-wise "
            "thresholds (Wang et al. ICLR 2023) instead of the fixed 0.95"),
+    Method("fixmatch_sat_lcc", "nnUNetTrainerFixMatch_SAT_lcc", "candidate: fixmatch_sat with each class's largest "
+           "connected component of the pseudo-labels (BCP's teacher masks; 3d_fullres predicted scattered components)"),
     Method("fixmatch_ce", "nnUNetTrainerFixMatch_ce", "FixMatch with the paper's CE over the confident voxels"),
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
@@ -158,7 +160,7 @@ ACDC3_CPU = Profile(
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x", "cps_2x",
      "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "fixmatch_sqdice", "fixmatch_present",
-     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_sat", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
+     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,
@@ -167,7 +169,7 @@ ACDC3_CPU = Profile(
     validation=True, double_budget="_80epochs_50its")
 
 _PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
-                        "cps_2x", "unimatch", "fixmatch_sat")
+                        "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc")
 HIPPOCAMPUS5_2D_CPU = Profile(
     "hippocampus5-2d-cpu",
     "MSD Hippocampus (real, ../shared/data) under the benchmark protocol: 5 labeled cases per draw (draws 0, 1, 2: "
@@ -187,7 +189,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
                 "test-time mirroring.",
     configuration="3d_fullres", plans="nnUNetPlansBench3d8",
     methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single", "all_labeled",
-             "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat"),
+             "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (

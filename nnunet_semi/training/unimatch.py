@@ -86,6 +86,7 @@ class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
         sup = self.loss(out_l, target)
         self.observe_weak_view(logits_w)
         labels_w, confidence_w = confident_pseudo_labels(logits_w)  # once; mixed below for each strong view
+        labels_w = self.refine_pseudo_labels(labels_w, logits_w.shape[1])
         mask_w = self.confident_mask(labels_w, confidence_w)
         confident, foreground = self.pseudo_label_curves(labels_w, mask_w)
         labels_1, mask_1 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_1, partner_1)

@@ -425,6 +425,51 @@ def test_fixmatch_sat_masks_with_its_class_thresholds_and_resumes_them(make_trai
                                rtol=1e-6)
 
 
+def _largest_component_numpy(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per image and foreground class, the largest fully connected component; the rest of the class -> 0."""
+    from scipy import ndimage
+    out = labels.copy()
+    for b in range(out.shape[0]):
+        structure = np.ones((3,) * out[b].ndim, dtype=bool)
+        for c in range(1, num_classes):
+            components, n = ndimage.label(labels[b] == c, structure)
+            if n > 1:
+                largest = 1 + int(np.argmax([(components == k).sum() for k in range(1, n + 1)]))
+                out[b][(components > 0) & (components != largest)] = 0
+    return out
+
+
+def test_fixmatch_sat_lcc_keeps_each_classs_largest_pseudo_label_component(make_trainer):
+    """nnUNetTrainerFixMatch_SAT_lcc: the weak view's pseudo-labels keep each foreground class's largest connected
+    component before the class-wise mask and CutMix; the other voxels of that class become background (and count
+    where background's threshold admits their confidence). Hand case, then the trainer's step recomputed."""
+    trainer = make_trainer("nnUNetTrainerFixMatch_SAT_lcc", 2)
+    assert trainer.pseudo_label_largest_component is True
+    assert make_trainer("nnUNetTrainerFixMatch_SAT", 2).pseudo_label_largest_component is False
+    hand = torch.tensor([[[2, 2, 0, 0, 2],
+                          [0, 0, 0, 1, 0],
+                          [1, 0, 0, 1, 0]]])  # class 2: blobs of 2 and 1 voxels; class 1: of 1 and 2 voxels
+    assert trainer.refine_pseudo_labels(hand, 3).tolist() == [[[2, 2, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 1, 0]]]
+    diagonal = torch.tensor([[[1, 0], [0, 1]]])  # full connectivity: diagonal neighbours are one component
+    assert torch.equal(trainer.refine_pseudo_labels(diagonal, 2), diagonal)
+
+    trainer.sat_momentum = 0.5
+    x, target, xu = _inputs(trainer)
+    strong, boxes, partner = _fixed_strong_view(trainer, xu)
+    total, _, curves = trainer.compute_losses(x, target, xu)
+    weak, strong_logits, sup = _forward_again(trainer, x, target, xu, strong)
+    q = _softmax(weak)
+    thresholds = _sat_numpy([q], 0.5)[2]
+    refined = _largest_component_numpy(q.argmax(1), 3)
+    assert (refined != q.argmax(1)).mean() > 0.01  # an untrained network's pseudo-labels are fragmented
+    b, part = boxes.numpy(), partner.numpy()
+    labels = np.where(b, refined[part], refined)
+    mask = np.where(b, q.max(1)[part], q.max(1)) >= thresholds[labels]
+    assert curves["confident_fraction"] == pytest.approx(mask.mean())
+    assert curves["unsup_losses"] == pytest.approx(_masked_dice_numpy(strong_logits, labels, mask), rel=1e-4)
+    assert total.item() == pytest.approx(sup + _masked_dice_numpy(strong_logits, labels, mask), rel=1e-4)
+
+
 def test_unimatch_weights_and_feature_stream(make_trainer):
     """With feature dropout 0 the perturbed stream is the weak prediction itself, so L_fp is the masked soft Dice
     (the default unlabeled loss) of the weak logits against their own pseudo-labels;
