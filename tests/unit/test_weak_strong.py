@@ -470,22 +470,26 @@ def test_fixmatch_sat_lcc_keeps_each_classs_largest_pseudo_label_component(make_
     assert total.item() == pytest.approx(sup + _masked_dice_numpy(strong_logits, labels, mask), rel=1e-4)
 
 
-def test_unimatch_weights_and_feature_stream(make_trainer):
+@pytest.mark.parametrize("largest_component", [False, True])
+def test_unimatch_weights_and_feature_stream(make_trainer, largest_component):
     """With feature dropout 0 the perturbed stream is the weak prediction itself, so L_fp is the masked soft Dice
     (the default unlabeled loss) of the weak logits against their own pseudo-labels;
-    L = L_s + 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp."""
+    L = L_s + 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp. ``pseudo_label_largest_component`` reaches UniMatch's
+    pseudo-labels too (each class's largest component, recomputed)."""
     trainer = make_trainer("nnUNetTrainerUniMatch", 2)
     trainer.feature_perturbation = SkipFeatureDropout(trainer.network, p=0.0)
     trainer.confidence_threshold = 0.4
+    trainer.pseudo_label_largest_component = largest_component
     x, target, xu = _inputs(trainer)
     strong, boxes, partner = _fixed_strong_view(trainer, xu)
     total, _, curves = trainer.compute_losses(x, target, xu)
     weak, strong_logits, sup = _forward_again(trainer, x, target, xu, strong)
     q = _softmax(weak)
+    labels = _largest_component_numpy(q.argmax(1), 3) if largest_component else q.argmax(1)
     b, part = boxes.numpy(), partner.numpy()
-    l_s = _masked_dice_numpy(strong_logits, np.where(b, q.argmax(1)[part], q.argmax(1)),
+    l_s = _masked_dice_numpy(strong_logits, np.where(b, labels[part], labels),
                              np.where(b, q.max(1)[part], q.max(1)) >= 0.4)
-    l_fp = _masked_dice_numpy(weak, q.argmax(1), q.max(1) >= 0.4)
+    l_fp = _masked_dice_numpy(weak, labels, q.max(1) >= 0.4)
     assert curves["unsup_losses"] == pytest.approx(l_s, rel=1e-4)  # both strong views are the fixed one here
     assert curves["fp_losses"] == pytest.approx(l_fp, rel=1e-4)
     assert total.item() == pytest.approx(sup + 0.5 * l_s + 0.5 * l_fp, rel=1e-4)
