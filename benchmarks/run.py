@@ -481,8 +481,8 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
           f"start / end time in `runs/*.json`. Wall times depend on what else the machine ran" + (
               "; the cost of each method per iteration is measured separately in `cost.md`." if
               (results / "cost.md").exists() else
-              " (two benchmark chains shared the machine's cores): they are not a cost measurement, and this profile has "
-              "no `cost.md` yet."), ""] + headline + [table, ""]
+              " (two benchmark chains shared the machine's cores): they are not a cost measurement, and this "
+              "profile has no `cost.md` yet."), ""] + headline + [table, ""]
     if validation_table:
         md += [validation_table, ""]
     reading = results / "reading.md"  # the hand-written interpretation of these numbers, kept across re-runs

@@ -141,6 +141,13 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
             return labels
         return largest_component_per_class(labels[:, None], num_classes)[:, 0]
 
+    def weak_view_pseudo_labels(self, logits_weak: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(pseudo_labels, confidence)`` of the weak view, once per step: the thresholds observe it
+        (:meth:`observe_weak_view`), then argmax and its confidence, refined by :meth:`refine_pseudo_labels`."""
+        self.observe_weak_view(logits_weak)
+        labels, confidence = confident_pseudo_labels(logits_weak)
+        return self.refine_pseudo_labels(labels, logits_weak.shape[1]), confidence
+
     def confident_mask(self, labels: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
         """Which pseudo-labels count: ``confidence >= tau`` (a fixed threshold; per-class thresholds override this)."""
         return confidence >= self.confidence_threshold
@@ -190,9 +197,7 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         logits_s = full_resolution(out_s)
 
         sup = self.loss(out_l, target)
-        self.observe_weak_view(logits_w)
-        labels_w, confidence_w = confident_pseudo_labels(logits_w)
-        labels_w = self.refine_pseudo_labels(labels_w, logits_w.shape[1])
+        labels_w, confidence_w = self.weak_view_pseudo_labels(logits_w)
         labels, mask = self.mixed_pseudo_labels(labels_w, confidence_w, boxes, partner)
         self.keep_cutmix_partner(data_unlabeled, labels_w, confidence_w)
         confident, foreground = self.pseudo_label_curves(labels, mask)

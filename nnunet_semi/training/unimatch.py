@@ -34,7 +34,6 @@ from contextlib import nullcontext
 
 import torch
 
-from nnunet_semi.losses.weak_strong import confident_pseudo_labels
 from nnunet_semi.networks.dual import unwrap
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
 from nnunet_semi.networks.outputs import full_resolution, split_batch
@@ -84,9 +83,7 @@ class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
         logits_w, logits_s1, logits_s2, *logits_fp = full_resolution(out_u).split(n_u)
 
         sup = self.loss(out_l, target)
-        self.observe_weak_view(logits_w)
-        labels_w, confidence_w = confident_pseudo_labels(logits_w)  # once; mixed below for each strong view
-        labels_w = self.refine_pseudo_labels(labels_w, logits_w.shape[1])
+        labels_w, confidence_w = self.weak_view_pseudo_labels(logits_w)  # once; mixed below for each strong view
         mask_w = self.confident_mask(labels_w, confidence_w)
         confident, foreground = self.pseudo_label_curves(labels_w, mask_w)
         labels_1, mask_1 = self.mixed_pseudo_labels(labels_w, confidence_w, boxes_1, partner_1)
