@@ -80,6 +80,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
     Method("labeled_only_2x", "nnUNetTrainerLabeledOnly", "the reference at twice the iterations (convergence check)",
            budget="double"),
+    Method("labeled_only_4x", "nnUNetTrainerLabeledOnly", "the reference at four times the iterations (does it "
+           "still move between 2x and 4x?)", budget="quadruple"),
     Method("cps_2x", "nnUNetTrainerCPS", "CPS (default) at twice the iterations (does the method need longer?)",
            budget="double"),
     Method("fixmatch_2x", "nnUNetTrainerFixMatch", "FixMatch (default) at twice the iterations", budget="double"),
@@ -129,6 +131,8 @@ class Profile:
     validation: bool = False
     #: budget of the ``budget="double"`` methods
     double_budget: Optional[str] = None
+    #: budget of the ``budget="quadruple"`` methods
+    quadruple_budget: Optional[str] = None
 
 
 CPU_METHODS = ("labeled_only", "cps", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "mean_teacher_dice", "uamt", "entmin", "urpc", "mcnet", "dtc",
@@ -158,15 +162,15 @@ ACDC3_CPU = Profile(
     "in-plane resolution (3.0 mm; patch 128 x 128), plans with 8..64 features and batch 8 labeled (+ the method's "
     "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
-    ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x", "cps_2x",
-     "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "fixmatch_sqdice", "fixmatch_present",
+    ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
+     "labeled_only_4x", "cps_2x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "fixmatch_tau80", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,
     pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "16"),
     labels={1: "RV", 2: "Myo", 3: "LV"}, draws=(0, 1, 2), bound=datasets.acdc_all_labeled, bound_dataset_id=979,
-    validation=True, double_budget="_80epochs_50its")
+    validation=True, double_budget="_80epochs_50its", quadruple_budget="_160epochs_50its")
 
 _PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
                         "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc")
@@ -247,10 +251,11 @@ PROFILES: Dict[str, Profile] = {p.name: p for p in (
 
 
 def trainer_name(method: Method, profile: Profile) -> str:
-    if method.budget == "double":
-        if not profile.double_budget:
-            raise ValueError(f"profile {profile.name} has no double_budget for method {method.key}")
-        return method.trainer + profile.double_budget
+    if method.budget in ("double", "quadruple"):
+        budget = getattr(profile, f"{method.budget}_budget")
+        if not budget:
+            raise ValueError(f"profile {profile.name} has no {method.budget}_budget for method {method.key}")
+        return method.trainer + budget
     return method.trainer + (method.budget if method.budget is not None else profile.budget)
 
 
