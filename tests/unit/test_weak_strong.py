@@ -349,6 +349,12 @@ def test_fixmatch_collapse_candidates_set_their_switch_and_reach_the_loss(make_t
     assert mask.tolist() == [[[True, True], [False, True]]]
     _, mask = trainer.mixed_pseudo_labels(torch.zeros((1, 2, 2), dtype=torch.long), confidence, boxes, partner)
     assert mask.tolist() == [[[False, True], [False, False]]]
+    # tau 0: every voxel counts, the lowest possible argmax confidence (1/C) included
+    free = make_trainer("nnUNetTrainerFixMatch_tau0", 2)
+    assert free.confidence_threshold == 0.0 and not free.unsup_dice_present_only and free.unsup_rampup_fraction == 0
+    _, mask = free.mixed_pseudo_labels(torch.zeros((1, 2, 2), dtype=torch.long), confidence.clamp(max=1 / 3), boxes,
+                                       partner)
+    assert mask.tolist() == [[[True, True], [True, True]]]
 
 
 def _sat_numpy(probability_batches, momentum):
