@@ -6,9 +6,9 @@ the same seed (in Dice points), one point per seed, one panel per benchmark prof
 It reads every ``benchmarks/results/<profile>/runs/*.json`` that ``python -m benchmarks.run`` writes (fields
 ``method``, ``trainer``, ``seed``, ``summary.mean.dice.mean``), so re-running it after new runs (a new seed, a new
 method, a new profile such as a future ``acdc3-cpu``) redraws the figure with them. A profile enters the figure when it
-has labeled-only runs and at least one other run of a seed the labeled-only runs have; a run whose seed has no
-labeled-only run is left out (the gain is paired by seed, as in the results tables, because on short budgets the seed
-moves the reference by more than many methods' effects).
+has labeled-only runs and at least one other run of a (labeled draw, seed) the labeled-only runs have; a run without
+such a labeled-only run is left out (the gain is paired by draw and seed, as in the results tables, because on short
+budgets the seed, and the draw still more, move the reference by more than many methods' effects).
 """
 import argparse
 import json
@@ -38,15 +38,23 @@ def load_runs(results: Path = RESULTS) -> Dict[str, List[dict]]:
     return runs
 
 
+def draw_of(record: dict):
+    """The labeled draw of a run (the protocol profiles record ``draw``; older single-dataset runs have none: 0)."""
+    draw = record.get("draw")
+    return 0 if draw is None else draw
+
+
 def paired_gains(records: Sequence[dict], reference: str = REFERENCE) -> Dict[str, List[Tuple[int, float]]]:
     """``{method: [(seed, gain in Dice points), ...]}``: each run of a method other than ``reference`` minus the
-    ``reference`` run of the same seed; methods without such a pair are absent, seeds in increasing order."""
-    base = {r["seed"]: mean_dice(r) for r in records if r["method"] == reference}
-    gains: Dict[str, List[Tuple[int, float]]] = {}
+    ``reference`` run of the same labeled draw and seed; methods without such a pair are absent (so is the
+    all-labeled bound, whose draw has no reference run), ordered by draw, then seed."""
+    base = {(draw_of(r), r["seed"]): mean_dice(r) for r in records if r["method"] == reference}
+    gains: Dict[str, List[Tuple[str, int, float]]] = {}
     for r in records:
-        if r["method"] != reference and r["seed"] in base:
-            gains.setdefault(r["method"], []).append((r["seed"], 100.0 * (mean_dice(r) - base[r["seed"]])))
-    return {m: sorted(v) for m, v in gains.items()}
+        key = (draw_of(r), r["seed"])
+        if r["method"] != reference and key in base:
+            gains.setdefault(r["method"], []).append((str(key[0]), r["seed"], 100.0 * (mean_dice(r) - base[key])))
+    return {m: [(seed, gain) for _, seed, gain in sorted(v)] for m, v in gains.items()}
 
 
 def budget_of(trainer: str) -> str:
@@ -114,11 +122,17 @@ def panels(runs: Dict[str, List[dict]]) -> List[dict]:
         record_of = {r["method"]: r for r in records}
         methods = sorted(((run_label(record_of[m], reference[0]["trainer"]), g) for m, g in gains.items()),
                          key=lambda item: -sum(v for _, v in item[1]) / len(item[1]))
-        ref_seeds = sorted(r["seed"] for r in reference)
-        ref_mean = 100.0 * sum(mean_dice(r) for r in reference) / len(reference)
+        by_draw: Dict[str, List[dict]] = {}
+        for r in reference:
+            by_draw.setdefault(str(draw_of(r)), []).append(r)
+        parts = []
+        for d, refs in sorted(by_draw.items()):
+            ref_mean = 100.0 * sum(mean_dice(r) for r in refs) / len(refs)
+            seeds = " ".join(map(str, sorted(r["seed"] for r in refs)))
+            parts.append(f"{ref_mean:.1f} ({'' if len(by_draw) == 1 else f'draw {d}, '}seeds {seeds})")
         configuration = configuration_of(profile)
         title = (f"{profile}\n{configuration + ', ' if configuration else ''}{budget_of(reference[0]['trainer'])}; "
-                 f"labeled-only {ref_mean:.1f} (seeds {' '.join(map(str, ref_seeds))})")
+                 f"labeled-only {'; '.join(parts)}{'; a dot = one (draw, seed) pair' if len(by_draw) > 1 else ''}")
         out.append({"profile": profile, "title": title, "methods": methods})
     return out
 

@@ -39,6 +39,24 @@ def test_gains_are_paired_by_seed_in_dice_points(results):
     assert gf.paired_gains(runs["profile-b"]) == {}
 
 
+def test_gains_are_paired_by_draw_and_seed(tmp_path):
+    """A protocol profile's draws have their own references: draw 1's run pairs with draw 1's labeled-only run of
+    the same seed, never with draw 0's, and the bound (draw "all") pairs with nothing."""
+    folder = tmp_path / "protocol"
+    (folder / "runs").mkdir(parents=True)
+    for name, method, draw, seed, dice in (("lo0", "labeled_only", 0, 0, 0.54), ("lo1", "labeled_only", 1, 0, 0.28),
+                                           ("cps0", "cps", 0, 0, 0.64), ("cps1", "cps", 1, 0, 0.56),
+                                           ("cps1s1", "cps", 1, 1, 0.60), ("bound", "all_labeled", "all", 0, 0.85)):
+        record = {"method": method, "seed": seed, "draw": draw, "trainer": f"nnUNetTrainer{method}_40epochs_50its",
+                  "summary": {"mean": {"dice": {"mean": dice}}}}
+        (folder / "runs" / f"{name}.json").write_text(json.dumps(record))
+    gains = gf.paired_gains(gf.load_runs(tmp_path)["protocol"])
+    assert set(gains) == {"cps"}
+    assert [g for _, g in gains["cps"]] == [pytest.approx(10.0), pytest.approx(28.0)]
+    title = gf.panels(gf.load_runs(tmp_path))[0]["title"]
+    assert "labeled-only 54.0 (draw 0, seeds 0); 28.0 (draw 1, seeds 0)" in title
+
+
 def test_panels_label_trainers_and_order_by_mean_gain(results):
     (panel,) = gf.panels(gf.load_runs(results))  # profile-b has no reference
     assert panel["profile"] == "profile-a"
