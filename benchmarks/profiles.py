@@ -24,7 +24,8 @@ class Method:
     #: extra nnUNetv2_train arguments; ``{pretrained:<method>}`` is replaced by that pretraining's checkpoint
     train_args: Tuple[str, ...] = ()
     configurations: Tuple[str, ...] = ("2d", "3d_fullres")
-    #: budget variant replacing the profile's (a longer run of the same trainer, e.g. the 2x reference)
+    #: a longer run of the same trainer: a key of the profile's ``longer_budgets`` ("2x", "4x", "8x"), whose
+    #: variant replaces the profile's budget (e.g. the 2x reference); None: the profile's budget
     budget: Optional[str] = None
     #: "draw": the profile's labeled draw; "bound": the all-labeled dataset (every training case labeled)
     dataset: str = "draw"
@@ -81,12 +82,16 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
     Method("labeled_only_2x", "nnUNetTrainerLabeledOnly", "the reference at twice the iterations (convergence check)",
-           budget="double"),
+           budget="2x"),
     Method("labeled_only_4x", "nnUNetTrainerLabeledOnly", "the reference at four times the iterations (does it "
-           "still move between 2x and 4x?)", budget="quadruple"),
+           "still move between 2x and 4x?)", budget="4x"),
+    Method("labeled_only_8x", "nnUNetTrainerLabeledOnly", "the reference at eight times the iterations (does it "
+           "still move between 4x and 8x?)", budget="8x"),
     Method("cps_2x", "nnUNetTrainerCPS", "CPS (default) at twice the iterations (does the method need longer?)",
-           budget="double"),
-    Method("fixmatch_2x", "nnUNetTrainerFixMatch", "FixMatch (default) at twice the iterations", budget="double"),
+           budget="2x"),
+    Method("cps_4x", "nnUNetTrainerCPS", "CPS (default) at four times the iterations (against labeled_only_4x)",
+           budget="4x"),
+    Method("fixmatch_2x", "nnUNetTrainerFixMatch", "FixMatch (default) at twice the iterations", budget="2x"),
     Method("all_labeled", "nnUNetTrainerLabeledOnly", "the upper bound: every training case labeled, same budget",
            dataset="bound"),
     Method("labeled_only_ensemble", "nnUNetTrainerLabeledOnly", "ensemble control: the labeled-only networks of two "
@@ -131,10 +136,8 @@ class Profile:
     bound_dataset_id: Optional[int] = None
     #: the fold validates on held-out labeled validation cases: their Dice (nnU-Net's final validation) is recorded
     validation: bool = False
-    #: budget of the ``budget="double"`` methods
-    double_budget: Optional[str] = None
-    #: budget of the ``budget="quadruple"`` methods
-    quadruple_budget: Optional[str] = None
+    #: the longer budgets of the methods with ``budget`` set: {"2x": "_80epochs_50its", ...}
+    longer_budgets: Dict[str, str] = field(default_factory=dict)
 
 
 CPU_METHODS = ("labeled_only", "cps", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "mean_teacher_dice", "uamt", "entmin", "urpc", "mcnet", "dtc",
@@ -165,14 +168,15 @@ ACDC3_CPU = Profile(
     "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
-     "labeled_only_4x", "cps_2x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "fixmatch_sqdice", "fixmatch_present",
+     "labeled_only_4x", "labeled_only_8x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,
     pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "16"),
     labels={1: "RV", 2: "Myo", 3: "LV"}, draws=(0, 1, 2), bound=datasets.acdc_all_labeled, bound_dataset_id=979,
-    validation=True, double_budget="_80epochs_50its", quadruple_budget="_160epochs_50its")
+    validation=True,
+    longer_budgets={"2x": "_80epochs_50its", "4x": "_160epochs_50its", "8x": "_320epochs_50its"})
 
 _PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
                         "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0")
@@ -187,7 +191,7 @@ HIPPOCAMPUS5_2D_CPU = Profile(
     _PROTOCOL_METHODS_2D, seeds=(0, 1, 2),
     make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
     labels={1: "anterior", 2: "posterior"}, draws=(0, 1, 2), bound=datasets.hippocampus_all_labeled,
-    bound_dataset_id=989, validation=True, double_budget="_80epochs_50its")
+    bound_dataset_id=989, validation=True, longer_budgets={"2x": "_80epochs_50its"})
 HIPPOCAMPUS5_3D_CPU = replace(
     HIPPOCAMPUS5_2D_CPU, name="hippocampus5-3d-cpu",
     description="hippocampus5-2d-cpu's cases (the same labeled draws, validation and test cases, case for case) in "
@@ -253,12 +257,12 @@ PROFILES: Dict[str, Profile] = {p.name: p for p in (
 
 
 def trainer_name(method: Method, profile: Profile) -> str:
-    if method.budget in ("double", "quadruple"):
-        budget = getattr(profile, f"{method.budget}_budget")
-        if not budget:
-            raise ValueError(f"profile {profile.name} has no {method.budget}_budget for method {method.key}")
-        return method.trainer + budget
-    return method.trainer + (method.budget if method.budget is not None else profile.budget)
+    if method.budget is None:
+        return method.trainer + profile.budget
+    if method.budget not in profile.longer_budgets:
+        raise ValueError(f"profile {profile.name} has no {method.budget} budget for method {method.key} "
+                         f"(its longer_budgets: {sorted(profile.longer_budgets)})")
+    return method.trainer + profile.longer_budgets[method.budget]
 
 
 def methods_of(profile: Profile, keys: Optional[Sequence[str]] = None) -> List[Method]:

@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Tuple, Type
 import torch
 
 GPU_EPOCHS = (1, 5, 10, 20, 50, 100, 250, 500)
-CPU_BUDGETS = ((2, 5), (4, 10), (10, 25), (10, 100), (20, 50), (20, 100), (40, 50), (50, 100), (80, 50), (160, 50))
+CPU_BUDGETS = ((2, 5), (4, 10), (10, 25), (10, 100), (20, 50), (20, 100), (40, 50), (50, 100), (80, 50), (160, 50), (320, 50))
 
 
 def register_variant(base: Type, suffix: str, doc: str, **namespace) -> Type:

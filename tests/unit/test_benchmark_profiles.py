@@ -18,6 +18,21 @@ def test_every_profile_method_is_a_registered_trainer_and_pretraining():
     assert set(PROFILES["hippocampus-cpu"].methods) <= set(METHODS)
 
 
+def test_a_longer_budget_method_takes_its_multiple_of_the_profile_budget_and_refuses_a_profile_without_it():
+    acdc, hippocampus = PROFILES["acdc3-cpu"], PROFILES["hippocampus5-2d-cpu"]
+    epochs, its = (int(x) for x in acdc.budget.strip("_").replace("epochs", "").replace("its", "").split("_"))
+    for key, factor in (("labeled_only_2x", 2), ("labeled_only_4x", 4), ("labeled_only_8x", 8), ("cps_4x", 4)):
+        name = trainer_name(METHODS[key], acdc)
+        assert name == f"{METHODS[key].trainer}_{epochs * factor}epochs_{its}its", key
+        assert name in TRAINERS, name
+    try:
+        trainer_name(METHODS["cps_4x"], hippocampus)
+    except ValueError as error:
+        assert "hippocampus5-2d-cpu" in str(error) and "4x" in str(error)
+    else:
+        raise AssertionError("a profile without a 4x budget accepted cps_4x")
+
+
 def _record(method, seed, dice):
     names = ("anterior", "posterior", "mean")
     summary = {n: {"dice": {"mean": d}, "hd95": {"mean": 2.0}, "assd": {"mean": 1.0}} for n, d in zip(names, dice)}
