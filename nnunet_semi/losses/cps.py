@@ -30,7 +30,7 @@ from nnunet_semi.losses.weak_strong import masked_soft_dice
 
 
 def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, reduction: str = "mean",
-                             kind: str = "ce", include_background: bool = True):
+                             kind: str = "ce", include_background: bool = True, present_only: bool = False):
     """Eq. 5 of the CCM paper for a batch of logits ``(B, C, *spatial)`` from networks a and b.
 
     Returns ``(l_a, l_b)``: ``l_a = l_ce(P_a, argmax P_b)`` (the loss that trains network a) and
@@ -38,7 +38,9 @@ def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, red
     the mean over all pixels of the batch (= the mean over images of the per-image mean, since all images of a
     batch have the same size); ``'none'`` returns the per-pixel maps ``(B, *spatial)``. ``kind='dice'``: the Dice
     form of the module docstring (``reduction='mean'`` only), over every class or, with
-    ``include_background=False``, the foreground classes only.
+    ``include_background=False``, the foreground classes only; ``present_only=True`` keeps, of those, the classes
+    that occur in the other network's argmax on the batch (a class the other network does not predict yet teaches
+    nothing, instead of teaching its absence; :func:`~nnunet_semi.losses.weak_strong.masked_soft_dice`).
     """
     if logits_a.shape != logits_b.shape:
         raise ValueError(f"logits of the two networks differ in shape: {tuple(logits_a.shape)} vs "
@@ -51,6 +53,9 @@ def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, red
         raise ValueError("include_background=False (a CPS trainer's cps_dice_include_background) applies to the Dice "
                          "form of cross pseudo supervision only (kind='dice'); the CE form always counts every class. "
                          "Fix: keep include_background=True with cps_loss='ce'.")
+    if kind == "ce" and present_only:
+        raise ValueError("present_only=True (a CPS trainer's cps_dice_present_only) applies to the Dice form of cross "
+                         "pseudo supervision only (kind='dice'). Fix: keep present_only=False with cps_loss='ce'.")
     with torch.no_grad():
         pseudo_a = logits_a.argmax(1)
         pseudo_b = logits_b.argmax(1)
@@ -59,8 +64,10 @@ def cross_pseudo_supervision(logits_a: torch.Tensor, logits_b: torch.Tensor, red
             raise ValueError("the Dice form of cross pseudo supervision is defined for the whole batch only "
                              f"(reduction='mean'), got reduction={reduction!r}")
         everywhere = torch.ones_like(pseudo_a, dtype=torch.bool)
-        return (masked_soft_dice(logits_a, pseudo_b, everywhere, include_background=include_background),
-                masked_soft_dice(logits_b, pseudo_a, everywhere, include_background=include_background))
+        return (masked_soft_dice(logits_a, pseudo_b, everywhere, include_background=include_background,
+                                 present_only=present_only),
+                masked_soft_dice(logits_b, pseudo_a, everywhere, include_background=include_background,
+                                 present_only=present_only))
     l_a = F.cross_entropy(logits_a, pseudo_b, reduction=reduction)
     l_b = F.cross_entropy(logits_b, pseudo_a, reduction=reduction)
     return l_a, l_b

@@ -76,12 +76,15 @@ def _softmax_and_one_hot(logits: np.ndarray, labels: np.ndarray):
 
 
 def _soft_dice_numpy(logits: np.ndarray, labels: np.ndarray, smooth: float = 1e-5,
-                     include_background: bool = True) -> float:
+                     include_background: bool = True, present_only: bool = False) -> float:
     """1 - mean over classes of (2 sum p y + s) / (sum p + sum y + s), sums over every voxel of the batch; the mean
-    over all classes, or over classes 1.. only."""
+    over all classes, or over classes 1.. only; with ``present_only`` over those that occur in ``labels`` (0 if
+    none)."""
     p, y, axes = _softmax_and_one_hot(logits, labels)
     dice = (2 * (p * y).sum(axes) + smooth) / (p.sum(axes) + y.sum(axes) + smooth)
-    return float(1 - (dice if include_background else dice[1:]).mean())
+    classes = [c for c in range(0 if include_background else 1, logits.shape[1])
+               if not present_only or (labels == c).any()]
+    return float(1 - dice[classes].mean()) if classes else 0.0
 
 
 def _gradient_numpy(logits: np.ndarray, labels: np.ndarray, kind: str, smooth: float = 1e-5) -> np.ndarray:
@@ -142,6 +145,30 @@ def test_cps_dice_form_without_background_equals_numpy_recomputation():
     assert abs(with_background - l_a.item()) > 1e-3  # the two class sets really differ here
 
 
+def test_cps_dice_over_present_foreground_classes_equals_numpy_recomputation():
+    """``present_only`` with the foreground classes: a class missing from the other network's argmax adds no term
+    (the default's term for it, s / (sum p + s), would teach its absence); none present: loss 0, no gradient."""
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(2, 4, 6, 5)) * 3, rng.normal(size=(2, 4, 6, 5)) * 3
+    b[:, 2] -= 100.0  # network b never predicts class 2
+    assert 2 not in b.argmax(1) and 2 in a.argmax(1)
+    l_a, l_b = cross_pseudo_supervision(torch.from_numpy(a), torch.from_numpy(b), kind="dice",
+                                        include_background=False, present_only=True)
+    expected_a = _soft_dice_numpy(a, b.argmax(1), include_background=False, present_only=True)
+    assert l_a.item() == pytest.approx(expected_a, rel=1e-6)
+    assert l_b.item() == pytest.approx(_soft_dice_numpy(b, a.argmax(1), include_background=False, present_only=True),
+                                       rel=1e-6)
+    # class 2 really is dropped for network a: the foreground mean over classes 1 and 3 only
+    assert abs(expected_a - _soft_dice_numpy(a, b.argmax(1), include_background=False)) > 1e-3
+    background_only = np.zeros_like(b)
+    background_only[:, 0] = 10.0  # b predicts background everywhere: nothing to learn from it
+    a_t = torch.tensor(a, requires_grad=True)
+    l_a, _ = cross_pseudo_supervision(a_t, torch.from_numpy(background_only), kind="dice", include_background=False,
+                                      present_only=True)
+    l_a.backward()
+    assert l_a.item() == 0.0 and float(a_t.grad.abs().max()) == 0.0
+
+
 def test_cps_bad_arguments():
     a, b = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5)
     with pytest.raises(ValueError, match="reduction"):
@@ -150,6 +177,8 @@ def test_cps_bad_arguments():
         cross_pseudo_supervision(a, b, kind="focal")
     with pytest.raises(ValueError, match="Dice form of cross pseudo supervision only"):
         cross_pseudo_supervision(a, b, kind="ce", include_background=False)
+    with pytest.raises(ValueError, match="present_only=True"):
+        cross_pseudo_supervision(a, b, kind="ce", present_only=True)
 
 
 # ------------------------------------------------------------------------------------------------- CPS trainer step
@@ -208,3 +237,16 @@ def test_cps_step_dice_without_background(make_trainer):
                       _soft_dice_numpy(zb, za.argmax(1), include_background=False))
     assert curves["cps_losses"] == pytest.approx(expected, rel=1e-4)
     assert abs(expected - 0.5 * (_soft_dice_numpy(za, zb.argmax(1)) + _soft_dice_numpy(zb, za.argmax(1)))) > 1e-3
+
+
+def test_cps_present_trainer_uses_the_present_foreground_classes(make_trainer):
+    """``nnUNetTrainerCPS_present``: the cross term is each network's foreground Dice over the classes the other
+    network predicts in the batch, recomputed from the two networks run separately."""
+    trainer = make_trainer("nnUNetTrainerCPS_present", 2)
+    assert (trainer.cps_dice_include_background, trainer.cps_dice_present_only) == (False, True)
+    x, target, xu = _batch(trainer)
+    _, _, curves = trainer.compute_losses(x, target, xu)
+    _, (za, zb) = _forward_members(trainer, x, target, xu)
+    expected = 0.5 * (_soft_dice_numpy(za, zb.argmax(1), include_background=False, present_only=True) +
+                      _soft_dice_numpy(zb, za.argmax(1), include_background=False, present_only=True))
+    assert curves["cps_losses"] == pytest.approx(expected, rel=1e-4)
