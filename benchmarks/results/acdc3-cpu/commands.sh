@@ -103,3 +103,5 @@ nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset972_ACDC/imagesTs -o $WORK/predictions/draw2/seed0/labeled_only_2x -d Dataset972_ACDC -c 2d -f 0 -tr nnUNetTrainerLabeledOnly_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu -npp 1 -nps 1 --disable_tta
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 972 -c 2d -p nnUNetPlansBench8LowRes -np 2
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset972_ACDC 2d 0 -tr nnUNetTrainerCPS_present_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerFixMatch_sqDice_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
