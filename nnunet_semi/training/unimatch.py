@@ -14,7 +14,8 @@ FixMatch (:mod:`nnunet_semi.training.fixmatch`) plus
   ``L_s1``, ``L_s2``, ``L_fp`` are FixMatch's confident-voxel loss (``unsup_loss``) against the weak-view
   pseudo-labels (mixed with each strong view's own boxes), threshold tau = 0.95. The default is the soft Dice over
   the confident voxels as in UniMatch's medical code, but with the denominator ``sum p + sum y`` where that code
-  has ``sum p^2 + sum y`` (``unsup_dice_squared = True`` gives the code's form; not yet measured), averaged over all
+  has ``sum p^2 + sum y`` (``unsup_dice_squared = True`` gives the code's form; in FixMatch on ACDC's validation
+  patients it collapsed, 0.00 against 44.66), averaged over all
   classes, background included (as that code).
 
 Knobs: ``image_weight`` (lambda), ``feature_weight`` (mu), ``feature_dropout`` (p); the FixMatch knobs apply.
