@@ -142,8 +142,8 @@ class nnUNetTrainerCPS_present(nnUNetTrainerCPS):
     """Candidate, not a fix so far: on ACDC draw 2's validation patients (seed 0) 44.38 against the default's 42.17 and
     labeled-only's 60.88 (the myocardium is learned earlier, the left ventricle still late). The Dice cross term
     over the foreground classes that the other network predicts somewhere in the unlabeled batch
-    (``cps_dice_include_background = False``, ``cps_dice_present_only = True``). Why: with the default's all-class Dice, a structure that neither network
-    predicts yet is absent from the pseudo-labels, and its Dice term ``s / (sum_v p_vc + s)`` is minimised by
+    (``cps_dice_include_background = False``, ``cps_dice_present_only = True``). Why: with the default's all-class
+    Dice, a structure that neither network predicts yet is absent from the pseudo-labels, and its Dice term ``s / (sum_v p_vc + s)`` is minimised by
     predicting none of it, while the background term rewards background everywhere: the cross term teaches the
     structure's absence until the supervised term has taught it (ACDC draw 2 at the short budget: the left ventricle
     appears at epoch ~28 of 40 against ~12 for labeled-only, CPS 48.34 against 61.04 test Dice). Here a class the
