@@ -143,12 +143,12 @@ class nnUNetTrainerCPS_present(nnUNetTrainerCPS):
     labeled-only's 60.88 (the myocardium is learned earlier, the left ventricle still late). The Dice cross term
     over the foreground classes that the other network predicts somewhere in the unlabeled batch
     (``cps_dice_include_background = False``, ``cps_dice_present_only = True``). Why: with the default's all-class
-    Dice, a structure that neither network predicts yet is absent from the pseudo-labels, and its Dice term ``s / (sum_v p_vc + s)`` is minimised by
-    predicting none of it, while the background term rewards background everywhere: the cross term teaches the
-    structure's absence until the supervised term has taught it (ACDC draw 2 at the short budget: the left ventricle
-    appears at epoch ~28 of 40 against ~12 for labeled-only, CPS 48.34 against 61.04 test Dice). Here a class the
-    other network does not predict costs nothing, and the background class is left out; false-positive structure
-    voxels still cost through each class's Dice denominator."""
+    Dice, a structure that neither network predicts yet is absent from the pseudo-labels, and its Dice term ``s /
+    (sum_v p_vc + s)`` is minimised by predicting none of it, while the background term rewards background
+    everywhere: the cross term teaches the structure's absence until the supervised term has taught it (ACDC draw 2
+    at the short budget: the left ventricle appears at epoch ~28 of 40 against ~12 for labeled-only, CPS 48.34
+    against 61.04 test Dice). Here a class the other network does not predict costs nothing, and the background
+    class is left out; false-positive structure voxels still cost through each class's Dice denominator."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
