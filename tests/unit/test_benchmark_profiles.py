@@ -123,6 +123,23 @@ def test_protocol_aggregate_pairs_by_draw_and_seed_headlines_the_mean_over_draws
     assert "All-labeled bound" in (tmp_path / "results.md").read_text()
 
 
+def test_no_closed_fraction_where_the_bound_is_within_noise_of_the_reference(tmp_path):
+    """A bound 1 point above the reference (a budget too short for the bound) would turn a +6 gain into "600 %":
+    the fraction is left out ("—") below BOUND_MARGIN points, and kept above it."""
+    profile = PROFILES["acdc3-cpu"]
+    records = [_draw_record("labeled_only", 0, 0, 0.50), _draw_record("cps", 0, 0, 0.56),
+               _draw_record("labeled_only", 1, 0, 0.70), _draw_record("cps", 1, 0, 0.80),
+               _draw_record("all_labeled", "all", 0, 0.51)]
+    table = aggregate(profile, records, tmp_path)
+    draw0 = table.split("### Labeled draw 0")[1].split("### Labeled draw 1")[0]
+    cps0 = next(line for line in draw0.splitlines() if line.startswith("| cps |"))
+    assert "| +6.00 (1: +6.00) | — |" in cps0 and "%" not in cps0
+    records[-1] = _draw_record("all_labeled", "all", 0, 0.53)  # 3 points above draw 0's reference: reported
+    draw0 = aggregate(profile, records, tmp_path).split("### Labeled draw 0")[1].split("### Labeled draw 1")[0]
+    cps0 = next(line for line in draw0.splitlines() if line.startswith("| cps |"))
+    assert "| 200 % |" in cps0
+
+
 def test_candidate_table_pairs_validation_dice_with_labeled_only_of_the_same_seed(tmp_path):
     """--validation-only candidates: validation Dice per seed, labeled-only's validation Dice of the same draw and seed
     (from its full run) and the paired gain with its sample sd; no reference, no gain."""
