@@ -8,7 +8,8 @@ It reads every ``benchmarks/results/<profile>/runs/*.json`` that ``python -m ben
 method, a new profile such as a future ``acdc3-cpu``) redraws the figure with them. A profile enters the figure when it
 has labeled-only runs and at least one other run of a (labeled draw, seed) the labeled-only runs have; a run without
 such a labeled-only run is left out (the gain is paired by draw and seed, as in the results tables, because on short
-budgets the seed, and the draw still more, move the reference by more than many methods' effects).
+budgets the seed, and the draw still more, move the reference by more than many methods' effects). A method run at a
+longer budget than the panel's (``cps_2x``) is paired with the labeled-only run at that budget, as in the tables.
 """
 import argparse
 import json
@@ -44,16 +45,45 @@ def draw_of(record: dict):
     return 0 if draw is None else draw
 
 
+def _base(trainer: str) -> str:
+    return BUDGET.sub("", trainer)
+
+
+def trainer_of(record: dict) -> str:
+    """The trainer of a run; an ensemble control's (``<trainer> x2 (seeds ...)``) is its members'."""
+    return record["trainer"].split(" x2")[0]
+
+
+def is_longer_reference(record: dict, reference_trainer: str) -> bool:
+    """A run of the reference's trainer at another budget (``labeled_only_2x``; not the ensemble control)."""
+    return (_base(record["trainer"]) == _base(reference_trainer) and "ensembled_seeds" not in record
+            and budget_of(trainer_of(record)) != budget_of(reference_trainer))
+
+
 def paired_gains(records: Sequence[dict], reference: str = REFERENCE) -> Dict[str, List[Tuple[int, float]]]:
     """``{method: [(seed, gain in Dice points), ...]}``: each run of a method other than ``reference`` minus the
-    ``reference`` run of the same labeled draw and seed; methods without such a pair are absent (so is the
-    all-labeled bound, whose draw has no reference run), ordered by draw, then seed."""
-    base = {(draw_of(r), r["seed"]): mean_dice(r) for r in records if r["method"] == reference}
+    ``reference`` run of the same labeled draw and seed; a run at a longer budget than the reference's minus the
+    reference's run at that budget (``cps_2x`` - ``labeled_only_2x``; left out where none ran), the longer reference
+    runs themselves minus the ``reference`` run (how far the reference moved); methods without such a pair are
+    absent (so is the all-labeled bound, whose draw has no reference run), ordered by draw, then seed."""
+    refs = [r for r in records if r["method"] == reference]
+    if not refs:
+        return {}
+    ref_trainer = refs[0]["trainer"]
+    base = {(draw_of(r), r["seed"]): mean_dice(r) for r in refs}
+    longer = {(draw_of(r), r["seed"], budget_of(r["trainer"])): mean_dice(r) for r in records
+              if r["method"] != reference and is_longer_reference(r, ref_trainer)}
     gains: Dict[str, List[Tuple[str, int, float]]] = {}
     for r in records:
+        if r["method"] == reference:
+            continue
         key = (draw_of(r), r["seed"])
-        if r["method"] != reference and key in base:
-            gains.setdefault(r["method"], []).append((str(key[0]), r["seed"], 100.0 * (mean_dice(r) - base[key])))
+        if budget_of(trainer_of(r)) != budget_of(ref_trainer) and not is_longer_reference(r, ref_trainer):
+            other = longer.get((*key, budget_of(trainer_of(r))))
+        else:
+            other = base.get(key)
+        if other is not None:
+            gains.setdefault(r["method"], []).append((str(key[0]), r["seed"], 100.0 * (mean_dice(r) - other)))
     return {m: [(seed, gain) for _, seed, gain in sorted(v)] for m, v in gains.items()}
 
 
@@ -92,6 +122,15 @@ def run_label(record: dict, reference_trainer: str) -> str:
     return label + f" (network {member} alone)" if member else label
 
 
+def pair_label(record: dict, reference_trainer: str) -> str:
+    """:func:`run_label`, saying which reference a longer-budget run is paired with."""
+    label = run_label(record, reference_trainer)
+    if budget_of(trainer_of(record)) != budget_of(reference_trainer) and not is_longer_reference(record,
+                                                                                                 reference_trainer):
+        label = label[:-1] + ", minus labeled-only at that budget)"
+    return label
+
+
 def profile_order(names: Sequence[str]) -> List[str]:
     """The profiles of ``benchmarks/profiles.py`` in its order, then any other result folder by name."""
     try:
@@ -120,7 +159,7 @@ def panels(runs: Dict[str, List[dict]]) -> List[dict]:
         if not reference or not gains:
             continue
         record_of = {r["method"]: r for r in records}
-        methods = sorted(((run_label(record_of[m], reference[0]["trainer"]), g) for m, g in gains.items()),
+        methods = sorted(((pair_label(record_of[m], reference[0]["trainer"]), g) for m, g in gains.items()),
                          key=lambda item: -sum(v for _, v in item[1]) / len(item[1]))
         by_draw: Dict[str, List[dict]] = {}
         for r in reference:
@@ -170,8 +209,9 @@ def draw(runs: Dict[str, List[dict]], output: Path = OUTPUT) -> Path:
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(entry["title"].replace("\n", ": "), fontsize=8, loc="left")
-    axes[-1, 0].set_xlabel("test Dice minus that of labeled-only nnU-Net with the same seed (points); "
-                           "dot = one seed, bar = mean, (n) = seeds", fontsize=8)
+    axes[-1, 0].set_xlabel("test Dice minus that of labeled-only nnU-Net with the same draw and seed (points; a "
+                           "longer labeled-only run minus the panel's budget); dot = one seed, bar = mean, (n) = seeds",
+                           fontsize=8)
     fig.suptitle("Measured gain over nnU-Net trained on the labeled cases alone\n"
                  "green: every seed gains, red: every seed loses, gray: mixed", fontsize=9)
     fig.tight_layout()

@@ -8,6 +8,7 @@ CPU profiles run on the 2-core development machines; GPU profiles are the publis
 SSL4MIS split at 3 / 7 labeled patients, LA with 8 labeled), on nnU-Net's default plans.
 """
 import functools
+import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -24,8 +25,8 @@ class Method:
     #: extra nnUNetv2_train arguments; ``{pretrained:<method>}`` is replaced by that pretraining's checkpoint
     train_args: Tuple[str, ...] = ()
     configurations: Tuple[str, ...] = ("2d", "3d_fullres")
-    #: a longer run of the same trainer: a key of the profile's ``longer_budgets`` ("2x", "4x", "8x"), whose
-    #: variant replaces the profile's budget (e.g. the 2x reference); None: the profile's budget
+    #: a longer run of the same trainer: one of the profile's ``longer_budgets`` ("2x", "4x", "8x"): the profile's
+    #: epochs times that factor, same iterations per epoch (e.g. the 2x reference); None: the profile's budget
     budget: Optional[str] = None
     #: "draw": the profile's labeled draw; "bound": the all-labeled dataset (every training case labeled)
     dataset: str = "draw"
@@ -96,6 +97,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("fixmatch_2x", "nnUNetTrainerFixMatch", "FixMatch (default) at twice the iterations", budget="2x"),
     Method("all_labeled", "nnUNetTrainerLabeledOnly", "the upper bound: every training case labeled, same budget",
            dataset="bound"),
+    Method("all_labeled_4x", "nnUNetTrainerLabeledOnly", "the upper bound at four times the iterations (is the "
+           "bound itself converged at the profile's budget?)", dataset="bound", budget="4x"),
     Method("labeled_only_ensemble", "nnUNetTrainerLabeledOnly", "ensemble control: the labeled-only networks of two "
            "seeds (s and the next seed of the profile) averaged by nnUNetv2_ensemble", ensemble_of="labeled_only"),
     Method("cps_single", "nnUNetTrainerCPS", "single-network control: the CPS run of the same seed (same checkpoint, "
@@ -138,8 +141,9 @@ class Profile:
     bound_dataset_id: Optional[int] = None
     #: the fold validates on held-out labeled validation cases: their Dice (nnU-Net's final validation) is recorded
     validation: bool = False
-    #: the longer budgets of the methods with ``budget`` set: {"2x": "_80epochs_50its", ...}
-    longer_budgets: Dict[str, str] = field(default_factory=dict)
+    #: the multiples of ``budget`` that methods with ``budget`` set may run ("2x", "4x", "8x"); the variant is derived
+    #: (:func:`budget_suffix`), and must be a registered budget variant (``nnunet_semi.training.budgets``)
+    longer_budgets: Tuple[str, ...] = ()
 
 
 CPU_METHODS = ("labeled_only", "cps", "cps_paper", "ccm_cps", "ideal", "mean_teacher", "mean_teacher_dice", "uamt", "entmin", "urpc", "mcnet", "dtc",
@@ -170,7 +174,7 @@ ACDC3_CPU = Profile(
     "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
-     "labeled_only_4x", "labeled_only_8x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "fixmatch_sqdice", "fixmatch_present",
+     "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
@@ -178,7 +182,7 @@ ACDC3_CPU = Profile(
     pretrain_budget=("--epochs", "20", "--iters-per-epoch", "50", "--batch-size", "16"),
     labels={1: "RV", 2: "Myo", 3: "LV"}, draws=(0, 1, 2), bound=datasets.acdc_all_labeled, bound_dataset_id=979,
     validation=True,
-    longer_budgets={"2x": "_80epochs_50its", "4x": "_160epochs_50its", "8x": "_320epochs_50its"})
+    longer_budgets=("2x", "4x", "8x"))
 
 _PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
                         "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0")
@@ -193,7 +197,7 @@ HIPPOCAMPUS5_2D_CPU = Profile(
     _PROTOCOL_METHODS_2D, seeds=(0, 1, 2),
     make_plans=dict(base_features=16, max_features=128, batch_size=32, configurations=["2d"]),
     labels={1: "anterior", 2: "posterior"}, draws=(0, 1, 2), bound=datasets.hippocampus_all_labeled,
-    bound_dataset_id=989, validation=True, longer_budgets={"2x": "_80epochs_50its"})
+    bound_dataset_id=989, validation=True, longer_budgets=("2x",))
 HIPPOCAMPUS5_3D_CPU = replace(
     HIPPOCAMPUS5_2D_CPU, name="hippocampus5-3d-cpu",
     description="hippocampus5-2d-cpu's cases (the same labeled draws, validation and test cases, case for case) in "
@@ -258,13 +262,25 @@ PROFILES: Dict[str, Profile] = {p.name: p for p in (
 )}
 
 
+_BUDGET = re.compile(r"^_(\d+)epochs(_\d+its)?$")
+
+
+def budget_suffix(profile: Profile, multiple: str) -> str:
+    """The budget variant of ``multiple`` ("2x") times the profile's budget: the epochs multiplied, the iterations per
+    epoch kept (``_40epochs_50its`` -> ``_80epochs_50its``; ``_500epochs`` -> ``_1000epochs``)."""
+    match = _BUDGET.match(profile.budget)
+    if match is None or not re.fullmatch(r"\d+x", multiple):
+        raise ValueError(f"profile {profile.name}: cannot take {multiple!r} of budget {profile.budget!r}")
+    return f"_{int(match.group(1)) * int(multiple[:-1])}epochs{match.group(2) or ''}"
+
+
 def trainer_name(method: Method, profile: Profile) -> str:
     if method.budget is None:
         return method.trainer + profile.budget
     if method.budget not in profile.longer_budgets:
         raise ValueError(f"profile {profile.name} has no {method.budget} budget for method {method.key} "
-                         f"(its longer_budgets: {sorted(profile.longer_budgets)})")
-    return method.trainer + profile.longer_budgets[method.budget]
+                         f"(its longer_budgets: {list(profile.longer_budgets)})")
+    return method.trainer + budget_suffix(profile, method.budget)
 
 
 def methods_of(profile: Profile, keys: Optional[Sequence[str]] = None) -> List[Method]:

@@ -372,6 +372,28 @@ def _dice(record: dict, part: str = "summary", name: str = "mean") -> float:
     return record[part][name]["dice"]["mean"]
 
 
+def reference_of(key: str) -> Optional[str]:
+    """The labeled-only method whose run of the same draw and seed a method's gain is paired with: the reference at
+    the method's own budget where one is defined (``cps_2x`` against ``labeled_only_2x``: a longer budget helps the
+    reference too); the profile-budget ``labeled_only`` for every other method, the longer references included (their
+    "gain" is how far the reference moved: the convergence check). None for ``labeled_only`` itself."""
+    if key == "labeled_only":
+        return None
+    reference, method = METHODS["labeled_only"], METHODS.get(key)
+    if method is not None and method.budget and method.trainer != reference.trainer:
+        same = [m.key for m in METHODS.values() if m.trainer == reference.trainer and m.budget == method.budget
+                and m.dataset == "draw" and not m.ensemble_of and m.runner == "train" and not m.predict_env]
+        if same:
+            return same[0]
+    return "labeled_only"
+
+
+def budget_factor(key: str) -> int:
+    """2 for a ``"2x"`` method, 1 for a method at the profile's budget."""
+    budget = METHODS[key].budget if key in METHODS else None
+    return int(budget[:-1]) if budget else 1
+
+
 def paired_gains(records: List[dict], base: List[dict], part: str = "summary") -> List[float]:
     """``method - labeled-only`` per (draw, seed) that both ran, in Dice points."""
     reference = {(r.get("draw"), r["seed"]): _dice(r, part) for r in base if part in r}
@@ -414,7 +436,10 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
         spread = f" ± {sample_std(diffs):.2f}" if len(diffs) > 1 else ""
         return f"{np.mean(diffs):+.2f}{spread} ({len(diffs)}: " + " / ".join(f"{d:+.2f}" for d in diffs) + ")"
 
-    bound_dice = float(np.mean([_dice(r) for r in bound])) if bound else None
+    # the bound at the longest budget that ran (the closest to the ceiling; the fraction divides by its distance)
+    bound_by_method = group(bound)
+    bound_key = max(bound_by_method, key=budget_factor) if bound else None
+    bound_dice = float(np.mean([_dice(r) for r in bound_by_method[bound_key]])) if bound else None
     header = ["method", "trainer", "seeds", "mean Dice (%)", "gain vs labeled-only, paired (points: mean ± sd (n: "
               "per seed))"] + (["closes (% of labeled-only → all-labeled)"] if bound else []) + \
         (["validation Dice (%)"] if profile.validation else []) + \
@@ -426,12 +451,13 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
     for draw in draws:
         rs = [r for r in records if r.get("draw") == draw]
         by_method = group(rs)
-        base = by_method.get("labeled_only", [])
-        base_mean = float(np.mean([_dice(r) for r in base])) if base else None
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for key, mrs in by_method.items():
             d, s, n = stat(mrs, "mean", "dice")
-            diffs = [] if key == "labeled_only" else paired_gains(mrs, base)
+            ref_key = reference_of(key)
+            base = by_method.get(ref_key, []) if ref_key else []
+            base_mean = float(np.mean([_dice(r) for r in base])) if base else None
+            diffs = paired_gains(mrs, base) if ref_key else []
             for r, g in zip([r for r in mrs if (r["seed"]) in {b["seed"] for b in base}], diffs):
                 gains_by_method.setdefault(key, []).append((draw, r["seed"], g))
             closed = ""
@@ -442,7 +468,8 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
             val_text = pm(*stat(val, "mean", "dice", "validation")) if val else "—"
             per_class = [stat(mrs, name, "dice") for name in names]
             hd, assd = stat(mrs, "mean", "hd95"), stat(mrs, "mean", "assd")
-            row = [key, mrs[0]["trainer"], str(n), pm(d, s, n), gain_text(diffs) or "—"] + \
+            versus = f" vs {ref_key}" if diffs and ref_key != "labeled_only" else ""
+            row = [key, mrs[0]["trainer"], str(n), pm(d, s, n), (gain_text(diffs) + versus) or "—"] + \
                 ([closed or "—"] if bound else []) + ([val_text] if profile.validation else []) + \
                 [pm(*c) for c in per_class] + [f"{hd[0]:.2f}", f"{assd[0]:.2f}"]
             lines.append("| " + " | ".join(row) + " |")
@@ -453,11 +480,11 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
         title = [] if not multi else [f"### Labeled draw {draw}" + (f" ({_draw_cases(rs)})" if _draw_cases(rs)
                                                                      else ""), ""]
         sections.append("\n".join(title + lines))
-    if bound:
-        csv.append(",".join(map(str, [BOUND, "all_labeled", bound[0]["trainer"], len(bound), bound_dice,
-                                      sample_std([_dice(r) for r in bound]), "", "", "", ""] +
-                                [stat(bound, n, "dice")[0] for n in names] +
-                                [stat(bound, "mean", "hd95")[0], stat(bound, "mean", "assd")[0]])))
+    for key, brs in bound_by_method.items():
+        csv.append(",".join(map(str, [BOUND, key, brs[0]["trainer"], len(brs), float(np.mean([_dice(r) for r in brs])),
+                                      sample_std([_dice(r) for r in brs]), "", "", "", ""] +
+                                [stat(brs, n, "dice")[0] for n in names] +
+                                [stat(brs, "mean", "hd95")[0], stat(brs, "mean", "assd")[0]])))
     headline = []
     if multi and gains_by_method:
         headline = ["### Headline: mean paired gain over the labeled draws", "",
@@ -467,24 +494,32 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
             for draw, _, g in items:
                 per_draw.setdefault(draw, []).append(g)
             means = [float(np.mean(v)) for v in per_draw.values()]
-            headline.append(f"| {key} | {len(means)} | {np.mean(means):+.2f}" +
+            ref_key = reference_of(key)
+            versus = f" (vs {ref_key})" if ref_key != "labeled_only" else ""
+            headline.append(f"| {key}{versus} | {len(means)} | {np.mean(means):+.2f}" +
                             (f" ± {sample_std(means):.2f}" if len(means) > 1 else "") + " | " +
                             " / ".join(f"draw {d}: {np.mean(v):+.2f} ({len(v)})" for d, v in per_draw.items()) + " |")
         headline.append("")
     if bound:
-        headline += [f"All-labeled bound (`all_labeled`, every training case labeled, same budget, seed "
-                     f"{'/'.join(str(r['seed']) for r in bound)}): {100 * bound_dice:.2f} mean Dice; per class " +
-                     ", ".join(f"{n} {100 * stat(bound, n, 'dice')[0]:.2f}" for n in names) + ". The fraction of "
-                     f"the labeled-only → all-labeled distance a gain closes is given only for draws whose reference "
-                     f"is at least {BOUND_MARGIN:.0f} points below the bound (otherwise the bound has not converged at "
-                     f"this budget and the fraction divides by noise).", ""]
+        runs_text = "; ".join(
+            f"`{key}` ({brs[0]['trainer']}, seed {'/'.join(str(r['seed']) for r in brs)}): "
+            f"{100 * float(np.mean([_dice(r) for r in brs])):.2f} mean Dice, per class " +
+            ", ".join(f"{n} {100 * stat(brs, n, 'dice')[0]:.2f}" for n in names)
+            for key, brs in sorted(bound_by_method.items(), key=lambda kv: budget_factor(kv[0])))
+        headline += [f"All-labeled bound (every training case labeled): {runs_text}. The fraction of the labeled-only "
+                     f"→ all-labeled distance a gain closes uses `{bound_key}` (the longest budget that ran) and the "
+                     f"reference the gain is paired with; it is given only where that reference is at least "
+                     f"{BOUND_MARGIN:.0f} points below the bound (otherwise the bound has not converged and the "
+                     f"fraction divides by noise).", ""]
     validation_table = _validation_table(profile, validation_records or [], records)
     table = "\n\n".join(sections)
     (results / "results.csv").write_text("\n".join(csv) + "\n")
     md = [f"# {profile.name}", "", profile.description, "",
           f"Test cases: labelsTs of the converted dataset; metrics of `nnunet_semi.apps.metrics` (mean over test "
           f"cases, then over seeds: mean ± sample standard deviation (n − 1) when several seeds ran). Gains are "
-          f"paired with the labeled-only run of the same draw and seed. Reproduce: `python -m benchmarks.run "
+          f"paired with the labeled-only run of the same draw and seed, at the method's own budget where the "
+          f"reference ran at it (`cps_2x` against `labeled_only_2x`; the longer references themselves against "
+          f"`labeled_only`: how far the reference moved). Reproduce: `python -m benchmarks.run "
           f"--profile {profile.name}`; the exact commands are in `commands.sh`, each run's commands, code commit and "
           f"start / end time in `runs/*.json`. Wall times depend on what else the machine ran" + (
               "; the cost of each method per iteration is measured separately in `cost.md`." if

@@ -2,7 +2,9 @@
 variant) and pretraining method; the tables compute the gain over the labeled-only reference."""
 import json
 
-from benchmarks.profiles import METHODS, PROFILES, methods_of, trainer_name
+from dataclasses import replace
+
+from benchmarks.profiles import METHODS, PROFILES, budget_suffix, methods_of, trainer_name
 from benchmarks.run import aggregate
 from nnunet_semi.training import TRAINERS
 from pretraining.cli import PRETRAINERS
@@ -31,6 +33,15 @@ def test_a_longer_budget_method_takes_its_multiple_of_the_profile_budget_and_ref
         assert "hippocampus5-2d-cpu" in str(error) and "4x" in str(error)
     else:
         raise AssertionError("a profile without a 4x budget accepted cps_4x")
+    # GPU profiles' budgets are epochs only (nnU-Net's 250 iterations per epoch): the epochs are multiplied alone
+    assert budget_suffix(replace(acdc, budget="_500epochs"), "2x") == "_1000epochs"
+    for budget, multiple in (("", "2x"), ("_40epochs_50its", "double")):  # nnU-Net's default has no suffix to scale
+        try:
+            budget_suffix(replace(acdc, budget=budget), multiple)
+        except ValueError as error:
+            assert repr(multiple) in str(error)
+        else:
+            raise AssertionError(f"{multiple} of {budget!r} was accepted")
 
 
 def _record(method, seed, dice):
@@ -235,3 +246,34 @@ def test_an_interrupted_training_continues_with_c(tmp_path, monkeypatch):
         f.unlink()
     runner.run_method(METHODS["labeled_only"], 0, 0, validation_only=True)
     assert len([c for c in calls if c[0].endswith("nnUNetv2_train")]) == 3  # finished: nothing trained
+
+
+def test_a_longer_budget_method_is_paired_with_the_reference_at_its_budget_and_the_bound_is_the_longest(tmp_path):
+    """cps_2x pairs with labeled_only_2x of the same draw and seed (a longer budget helps the reference too), the
+    longer references with labeled_only (how far the reference moved), a draw without a 2x reference gets no gain;
+    the closed fraction divides by the distance to the bound at the longest budget that ran."""
+    from benchmarks.run import reference_of
+
+    assert reference_of("labeled_only") is None
+    assert reference_of("cps_2x") == "labeled_only_2x" and reference_of("cps_4x") == "labeled_only_4x"
+    assert reference_of("labeled_only_2x") == reference_of("cps") == reference_of("cps_single") == "labeled_only"
+    profile = PROFILES["acdc3-cpu"]
+    records = [_draw_record("labeled_only", 0, 0, 0.50), _draw_record("labeled_only_2x", 0, 0, 0.56),
+               _draw_record("cps_2x", 0, 0, 0.66), _draw_record("labeled_only", 1, 0, 0.60),
+               _draw_record("cps_2x", 1, 0, 0.70), _draw_record("all_labeled", "all", 0, 0.54),
+               _draw_record("all_labeled_4x", "all", 0, 0.76)]
+    table = aggregate(profile, records, tmp_path)
+    draw0 = table.split("### Labeled draw 0")[1].split("### Labeled draw 1")[0]
+    rows = {line.split(" | ")[0].strip("| "): line for line in draw0.splitlines() if line.startswith("| ")}
+    # 66 - 56 = +10 against the 2x reference (not +16 against the 1x one); bound 76 at 4x: 10 / (76 - 56) = 50 %
+    assert "| +10.00 (1: +10.00) vs labeled_only_2x | 50 % |" in rows["cps_2x"]
+    assert "| +6.00 (1: +6.00) | 23 % |" in rows["labeled_only_2x"]  # 6 / (76 - 50)
+    draw1 = table.split("### Labeled draw 1")[1]
+    cps1 = next(line for line in draw1.splitlines() if line.startswith("| cps_2x |"))
+    assert "| 70.00 | — |" in cps1  # draw 1 has no 2x reference: no pairing with the 1x one
+    assert "| cps_2x (vs labeled_only_2x) | 1 | +10.00 |" in table
+    results = (tmp_path / "results.md").read_text()
+    assert "`all_labeled` (T_all_labeled, seed 0): 54.00" in results and "`all_labeled_4x` (T_all_labeled_4x" in results
+    assert "uses `all_labeled_4x`" in results
+    csv = (tmp_path / "results.csv").read_text()
+    assert "all,all_labeled," in csv and "all,all_labeled_4x," in csv

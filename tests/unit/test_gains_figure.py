@@ -83,3 +83,19 @@ def test_the_controls_are_named(results):
     labels = dict(panel["methods"])
     assert labels["CPS (network a alone)"] == [(1, pytest.approx(3.0))]
     assert labels["LabeledOnly x2 seeds, ensembled"] == [(0, pytest.approx(-1.0))]
+
+
+def test_a_longer_budget_run_is_paired_with_the_reference_at_that_budget(results):
+    """CPS at 80 x 50 minus labeled-only at 80 x 50 of the same seed (not the 40 x 50 one); without a reference at
+    its budget it is left out; the longer reference itself stays paired with the panel's reference."""
+    folder = results / "profile-a"
+    _run(folder, "labeled_only_2x", 0, 0.74, "nnUNetTrainerLabeledOnly_80epochs_50its")
+    _run(folder, "cps_2x", 0, 0.81, "nnUNetTrainerCPS_80epochs_50its")
+    _run(folder, "cps_2x", 1, 0.90, "nnUNetTrainerCPS_80epochs_50its")  # no 2x reference of seed 1: left out
+    gains = gf.paired_gains(gf.load_runs(results)["profile-a"])
+    assert gains["cps_2x"] == [(0, pytest.approx(7.0))]  # 81 - 74, not 81 - 70
+    assert gains["labeled_only_2x"] == [(0, pytest.approx(4.0))]  # 74 - 70: how far the reference moved
+    (panel,) = gf.panels(gf.load_runs(results))
+    labels = dict(panel["methods"])
+    assert labels["CPS (80 x 50 its, minus labeled-only at that budget)"] == [(0, pytest.approx(7.0))]
+    assert labels["LabeledOnly (80 x 50 its)"] == [(0, pytest.approx(4.0))]
