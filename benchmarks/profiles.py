@@ -101,6 +101,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "bound itself converged at the profile's budget?)", dataset="bound", budget="4x"),
     Method("labeled_only_ensemble", "nnUNetTrainerLabeledOnly", "ensemble control: the labeled-only networks of two "
            "seeds (s and the next seed of the profile) averaged by nnUNetv2_ensemble", ensemble_of="labeled_only"),
+    Method("labeled_only_2x_ensemble", "nnUNetTrainerLabeledOnly", "ensemble control at twice the iterations (against "
+           "cps_2x): labeled_only_2x of seeds s and the next seed averaged by nnUNetv2_ensemble",
+           ensemble_of="labeled_only_2x", budget="2x"),
     Method("cps_single", "nnUNetTrainerCPS", "single-network control: the CPS run of the same seed (same checkpoint, "
            "no training of its own) predicting with its network a alone (nnUNet_semi_predict_member=a): the gain "
            "without the two-network ensemble", predict_env=(("nnUNet_semi_predict_member", "a"),)),
@@ -173,7 +176,8 @@ ACDC3_CPU = Profile(
     "in-plane resolution (3.0 mm; patch 128 x 128), plans with 8..64 features and batch 8 labeled (+ the method's "
     "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
-    ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
+    ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "labeled_only_2x_ensemble", "cps_single",
+     "all_labeled", "labeled_only_2x",
      "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],

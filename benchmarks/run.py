@@ -376,10 +376,13 @@ def reference_of(key: str) -> Optional[str]:
     """The labeled-only method whose run of the same draw and seed a method's gain is paired with: the reference at
     the method's own budget where one is defined (``cps_2x`` against ``labeled_only_2x``: a longer budget helps the
     reference too); the profile-budget ``labeled_only`` for every other method, the longer references included (their
-    "gain" is how far the reference moved: the convergence check). None for ``labeled_only`` itself."""
+    "gain" is how far the reference moved: the convergence check); an ensemble control of a reference against that
+    reference (``labeled_only_2x_ensemble`` against ``labeled_only_2x``). None for ``labeled_only`` itself."""
     if key == "labeled_only":
         return None
     reference, method = METHODS["labeled_only"], METHODS.get(key)
+    if method is not None and method.ensemble_of and METHODS[method.ensemble_of].trainer == reference.trainer:
+        return method.ensemble_of  # the ensemble control of a reference: that reference, one network, same budget
     if method is not None and method.budget and method.trainer != reference.trainer:
         same = [m.key for m in METHODS.values() if m.trainer == reference.trainer and m.budget == method.budget
                 and m.dataset == "draw" and not m.ensemble_of and m.runner == "train" and not m.predict_env]

@@ -257,6 +257,8 @@ def test_a_longer_budget_method_is_paired_with_the_reference_at_its_budget_and_t
     assert reference_of("labeled_only") is None
     assert reference_of("cps_2x") == "labeled_only_2x" and reference_of("cps_4x") == "labeled_only_4x"
     assert reference_of("labeled_only_2x") == reference_of("cps") == reference_of("cps_single") == "labeled_only"
+    assert reference_of("labeled_only_ensemble") == "labeled_only"
+    assert reference_of("labeled_only_2x_ensemble") == "labeled_only_2x"
     profile = PROFILES["acdc3-cpu"]
     records = [_draw_record("labeled_only", 0, 0, 0.50), _draw_record("labeled_only_2x", 0, 0, 0.56),
                _draw_record("cps_2x", 0, 0, 0.66), _draw_record("labeled_only", 1, 0, 0.60),
