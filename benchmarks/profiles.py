@@ -65,6 +65,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "confident voxels (the default, UniMatch's medical loss)"),
     Method("cps_present", "nnUNetTrainerCPS_present", "candidate: CPS's Dice cross term over the foreground classes "
            "present in the other network's argmax only (a class not predicted yet teaches nothing, not its absence)"),
+    Method("cps_rampup", "nnUNetTrainerCPS_rampup", "candidate: CPS with alpha ramped up over the first 40 % of the "
+           "epochs (a supervised warm-up before the cross pseudo-labels count)"),
     Method("cps_nobg", "nnUNetTrainerCPS_noBG", "candidate: CPS's Dice cross term over the foreground classes only "
            "(nnU-Net's do_bg=False); decided on validation cases"),
     Method("fixmatch_sqdice", "nnUNetTrainerFixMatch_sqDice", "candidate: FixMatch's soft Dice with UniMatch's "
@@ -178,7 +180,7 @@ ACDC3_CPU = Profile(
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "labeled_only_2x_ensemble", "cps_single",
      "all_labeled", "labeled_only_2x",
-     "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "fixmatch_sqdice", "fixmatch_present",
+     "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "cps_rampup", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),

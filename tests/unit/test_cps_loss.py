@@ -250,3 +250,21 @@ def test_cps_present_trainer_uses_the_present_foreground_classes(make_trainer):
     expected = 0.5 * (_soft_dice_numpy(za, zb.argmax(1), include_background=False, present_only=True) +
                       _soft_dice_numpy(zb, za.argmax(1), include_background=False, present_only=True))
     assert curves["cps_losses"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_cps_rampup_trainer_ramps_alpha_over_40_percent_of_its_epochs(make_trainer):
+    """``nnUNetTrainerCPS_rampup``: alpha * exp(-5 (1 - e / R)^2) with R = round(0.4 * num_epochs), so the ramp scales
+    with the budget variant; the default trainer keeps alpha constant; the logged loss is L_s + alpha(e) * L_c."""
+    trainer = make_trainer("nnUNetTrainerCPS_rampup", 2)
+    for num_epochs, epoch in ((40, 0), (40, 8), (40, 16), (80, 16), (80, 40)):
+        trainer.num_epochs, trainer.current_epoch = num_epochs, epoch
+        ramp = round(0.4 * num_epochs)
+        assert trainer.current_cps_weight() == pytest.approx(math.exp(-5.0 * (1.0 - min(epoch / ramp, 1.0)) ** 2))
+    trainer.num_epochs, trainer.current_epoch = 40, 4  # alpha = exp(-5 * 0.75^2) = 0.0600
+    x, target, xu = _batch(trainer)
+    _, logged, curves = trainer.compute_losses(x, target, xu)
+    alpha = math.exp(-5.0 * 0.75 ** 2)
+    assert logged.item() == pytest.approx(curves["sup_losses"] + alpha * curves["cps_losses"], rel=1e-5)
+    default = make_trainer("nnUNetTrainerCPS", 2)
+    default.num_epochs, default.current_epoch = 40, 0
+    assert default.current_cps_weight() == 1.0
