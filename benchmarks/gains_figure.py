@@ -209,8 +209,8 @@ def draw(runs: Dict[str, List[dict]], output: Path = OUTPUT) -> Path:
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(entry["title"].replace("\n", ": "), fontsize=8, loc="left")
-    axes[-1, 0].set_xlabel("test Dice minus that of labeled-only nnU-Net with the same draw and seed (points; a "
-                           "longer labeled-only run minus the panel's budget); dot = one seed, bar = mean, (n) = seeds",
+    axes[-1, 0].set_xlabel("test Dice minus labeled-only nnU-Net's, same draw, seed and budget (points; a longer\n"
+                           "labeled-only run: minus the panel's budget); dot = one run, bar = mean, (n) = runs",
                            fontsize=8)
     fig.suptitle("Measured gain over nnU-Net trained on the labeled cases alone\n"
                  "green: every seed gains, red: every seed loses, gray: mixed", fontsize=9)

@@ -466,7 +466,9 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
             closed = ""
             if (bound_dice is not None and base_mean is not None and diffs and
                     100 * (bound_dice - base_mean) >= BOUND_MARGIN):
-                closed = f"{np.mean(diffs) / (100 * (bound_dice - base_mean)) * 100:.0f} %"
+                fraction = np.mean(diffs) / (100 * (bound_dice - base_mean)) * 100
+                # past 100 % the method beats the "bound": the bound has not converged, the fraction means nothing
+                closed = f"{fraction:.0f} %" if fraction <= 100 else "past the bound (not converged)"
             val = [r for r in mrs if "validation" in r]
             val_text = pm(*stat(val, "mean", "dice", "validation")) if val else "—"
             per_class = [stat(mrs, name, "dice") for name in names]
@@ -478,8 +480,9 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
             lines.append("| " + " | ".join(row) + " |")
             csv.append(",".join(map(str, [draw if draw is not None else "", key, mrs[0]["trainer"], n, d, s,
                                           np.mean(diffs) if diffs else "", sample_std(diffs) if diffs else "",
-                                          closed.rstrip(" %"), stat(val, "mean", "dice", "validation")[0] if val
-                                          else ""] + [m for m, _, _ in per_class] + [hd[0], assd[0]])))
+                                          closed.rstrip(" %") if closed.endswith("%") else "",
+                                          stat(val, "mean", "dice", "validation")[0] if val else ""] +
+                                         [m for m, _, _ in per_class] + [hd[0], assd[0]])))
         title = [] if not multi else [f"### Labeled draw {draw}" + (f" ({_draw_cases(rs)})" if _draw_cases(rs)
                                                                      else ""), ""]
         sections.append("\n".join(title + lines))

@@ -148,7 +148,10 @@ def test_no_closed_fraction_where_the_bound_is_within_noise_of_the_reference(tmp
     records[-1] = _draw_record("all_labeled", "all", 0, 0.53)  # 3 points above draw 0's reference: reported
     draw0 = aggregate(profile, records, tmp_path).split("### Labeled draw 0")[1].split("### Labeled draw 1")[0]
     cps0 = next(line for line in draw0.splitlines() if line.startswith("| cps |"))
-    assert "| 200 % |" in cps0
+    assert "| past the bound (not converged) |" in cps0  # +6 over a distance of 3: 200 % would mean nothing
+    records[-1] = _draw_record("all_labeled", "all", 0, 0.56)  # the gain reaches the bound exactly: 100 %
+    draw0 = aggregate(profile, records, tmp_path).split("### Labeled draw 0")[1].split("### Labeled draw 1")[0]
+    assert "| 100 % |" in next(line for line in draw0.splitlines() if line.startswith("| cps |"))
 
 
 def test_candidate_table_pairs_validation_dice_with_labeled_only_of_the_same_seed(tmp_path):
