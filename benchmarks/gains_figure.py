@@ -127,7 +127,8 @@ def pair_label(record: dict, reference_trainer: str) -> str:
     label = run_label(record, reference_trainer)
     if budget_of(trainer_of(record)) != budget_of(reference_trainer) and not is_longer_reference(record,
                                                                                                  reference_trainer):
-        label = label[:-1] + ", minus labeled-only at that budget)"
+        label = label[:-1] + "; minus labeled-only at that budget)" if label.endswith(")") else \
+            label + " (minus labeled-only at that budget)"
     return label
 
 

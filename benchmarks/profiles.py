@@ -109,6 +109,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("cps_single", "nnUNetTrainerCPS", "single-network control: the CPS run of the same seed (same checkpoint, "
            "no training of its own) predicting with its network a alone (nnUNet_semi_predict_member=a): the gain "
            "without the two-network ensemble", predict_env=(("nnUNet_semi_predict_member", "a"),)),
+    Method("cps_2x_single", "nnUNetTrainerCPS", "single-network control of cps_2x: its checkpoint predicting with "
+           "network a alone (no training of its own)", budget="2x",
+           predict_env=(("nnUNet_semi_predict_member", "a"),)),
     Method("self_training", "nnUNetTrainerLabeledOnly", "self-training (Bai et al. 2017): one round of pseudo-labels "
            "of the labeled-only model on every unlabeled image, then nnU-Net retrained on labeled + pseudo-labeled "
            "cases (nnunet_semi_self_training --rounds 1; what nnU-Net's maintainers suggest doing by hand)",
@@ -179,7 +182,7 @@ ACDC3_CPU = Profile(
     "unlabeled batch, 8), 40 epochs x 50 iterations, no test-time mirroring; bound: all 65 training patients labeled.",
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "labeled_only_2x_ensemble", "cps_single",
-     "all_labeled", "labeled_only_2x",
+     "cps_2x_single", "all_labeled", "labeled_only_2x",
      "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "cps_rampup", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],

@@ -97,5 +97,5 @@ def test_a_longer_budget_run_is_paired_with_the_reference_at_that_budget(results
     assert gains["labeled_only_2x"] == [(0, pytest.approx(4.0))]  # 74 - 70: how far the reference moved
     (panel,) = gf.panels(gf.load_runs(results))
     labels = dict(panel["methods"])
-    assert labels["CPS (80 x 50 its, minus labeled-only at that budget)"] == [(0, pytest.approx(7.0))]
+    assert labels["CPS (80 x 50 its; minus labeled-only at that budget)"] == [(0, pytest.approx(7.0))]
     assert labels["LabeledOnly (80 x 50 its)"] == [(0, pytest.approx(4.0))]
