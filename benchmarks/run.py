@@ -142,7 +142,17 @@ class Runner:
     # ---------------------------------------------------------------- dataset, plans
     def prepare(self, draw=None) -> Path:
         """Convert (once), plan and preprocess the dataset of ``draw`` (``BOUND``: the all-labeled dataset; None:
-        the profile's only dataset)."""
+        the profile's only dataset). Under a file lock per draw: a second chain reaching the same unprepared draw
+        waits for the first, then finds every step done (two conversions of one draw at once collided)."""
+        import fcntl
+
+        lock = self.work / "locks" / f"prepare_{draw}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            return self._prepare(draw)
+
+    def _prepare(self, draw) -> Path:
         p = self.profile
         if draw == BOUND:
             if p.bound is None:

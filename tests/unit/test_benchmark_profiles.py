@@ -282,3 +282,34 @@ def test_a_longer_budget_method_is_paired_with_the_reference_at_its_budget_and_t
     assert "uses `all_labeled_4x`" in results
     csv = (tmp_path / "results.csv").read_text()
     assert "all,all_labeled," in csv and "all,all_labeled_4x," in csv
+
+
+def test_two_chains_preparing_one_draw_run_one_after_the_other(tmp_path, monkeypatch):
+    """prepare() holds a file lock per draw: two runners (two chains) preparing the same draw never overlap; two
+    different draws may."""
+    import threading
+    import time
+
+    from benchmarks.run import Runner
+
+    profile = PROFILES["acdc3-cpu"]
+    inside, overlaps = {}, []
+
+    def slow_prepare(self, draw):
+        inside[draw] = inside.get(draw, 0) + 1
+        if inside[draw] > 1:
+            overlaps.append(draw)
+        time.sleep(0.3)
+        inside[draw] -= 1
+        return tmp_path / f"raw{draw}"
+
+    monkeypatch.setattr(Runner, "_prepare", slow_prepare)
+    runners = [Runner(profile, tmp_path / "work", tmp_path / "results") for _ in range(3)]
+    threads = [threading.Thread(target=r.prepare, args=(d,)) for r, d in zip(runners, (0, 0, 1))]
+    started = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+    assert time.time() - started >= 0.6  # the two draw-0 preparations ran one after the other
