@@ -60,6 +60,12 @@ def is_longer_reference(record: dict, reference_trainer: str) -> bool:
             and budget_of(trainer_of(record)) != budget_of(reference_trainer))
 
 
+def at_own_budget(record: dict, reference_trainer: str) -> bool:
+    """A method's run at a budget other than the reference's: paired with labeled-only at that budget."""
+    return (budget_of(trainer_of(record)) != budget_of(reference_trainer)
+            and not is_longer_reference(record, reference_trainer))
+
+
 def paired_gains(records: Sequence[dict], reference: str = REFERENCE) -> Dict[str, List[Tuple[int, float]]]:
     """``{method: [(seed, gain in Dice points), ...]}``: each run of a method other than ``reference`` minus the
     ``reference`` run of the same labeled draw and seed; a run at a longer budget than the reference's minus the
@@ -78,7 +84,7 @@ def paired_gains(records: Sequence[dict], reference: str = REFERENCE) -> Dict[st
         if r["method"] == reference:
             continue
         key = (draw_of(r), r["seed"])
-        if budget_of(trainer_of(r)) != budget_of(ref_trainer) and not is_longer_reference(r, ref_trainer):
+        if at_own_budget(r, ref_trainer):
             other = longer.get((*key, budget_of(trainer_of(r))))
         else:
             other = base.get(key)
@@ -125,8 +131,7 @@ def run_label(record: dict, reference_trainer: str) -> str:
 def pair_label(record: dict, reference_trainer: str) -> str:
     """:func:`run_label`, saying which reference a longer-budget run is paired with."""
     label = run_label(record, reference_trainer)
-    if budget_of(trainer_of(record)) != budget_of(reference_trainer) and not is_longer_reference(record,
-                                                                                                 reference_trainer):
+    if at_own_budget(record, reference_trainer):
         label = label[:-1] + "; minus labeled-only at that budget)" if label.endswith(")") else \
             label + " (minus labeled-only at that budget)"
     return label

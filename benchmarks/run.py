@@ -451,8 +451,9 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
 
     # the bound at the longest budget that ran (the closest to the ceiling; the fraction divides by its distance)
     bound_by_method = group(bound)
+    bound_means = {key: float(np.mean([_dice(r) for r in brs])) for key, brs in bound_by_method.items()}
     bound_key = max(bound_by_method, key=budget_factor) if bound else None
-    bound_dice = float(np.mean([_dice(r) for r in bound_by_method[bound_key]])) if bound else None
+    bound_dice = bound_means[bound_key] if bound else None
     header = ["method", "trainer", "seeds", "mean Dice (%)", "gain vs labeled-only, paired (points: mean ± sd (n: "
               "per seed))"] + (["closes (% of labeled-only → all-labeled)"] if bound else []) + \
         (["validation Dice (%)"] if profile.validation else []) + \
@@ -497,7 +498,7 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
                                                                      else ""), ""]
         sections.append("\n".join(title + lines))
     for key, brs in bound_by_method.items():
-        csv.append(",".join(map(str, [BOUND, key, brs[0]["trainer"], len(brs), float(np.mean([_dice(r) for r in brs])),
+        csv.append(",".join(map(str, [BOUND, key, brs[0]["trainer"], len(brs), bound_means[key],
                                       sample_std([_dice(r) for r in brs]), "", "", "", ""] +
                                 [stat(brs, n, "dice")[0] for n in names] +
                                 [stat(brs, "mean", "hd95")[0], stat(brs, "mean", "assd")[0]])))
@@ -519,7 +520,7 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
     if bound:
         runs_text = "; ".join(
             f"`{key}` ({brs[0]['trainer']}, seed {'/'.join(str(r['seed']) for r in brs)}): "
-            f"{100 * float(np.mean([_dice(r) for r in brs])):.2f} mean Dice, per class " +
+            f"{100 * bound_means[key]:.2f} mean Dice, per class " +
             ", ".join(f"{n} {100 * stat(brs, n, 'dice')[0]:.2f}" for n in names)
             for key, brs in sorted(bound_by_method.items(), key=lambda kv: budget_factor(kv[0])))
         headline += [f"All-labeled bound (every training case labeled): {runs_text}. The fraction of the labeled-only "
