@@ -12,6 +12,10 @@ strong view:
   UniMatch uses it): a random box of sample ``partner[i]`` is pasted into sample ``i``; the same boxes mix the
   pseudo-labels and confidences, so image and label stay aligned. This is the part batchgeneratorsv2 lacks.
 
+A milder weak view is available for the unlabeled stream: :func:`crop_flip_weak_transform` (a crop of the loader's
+patch and random mirroring only, no rotation, scaling or intensity change; UniMatch's weak view is random crop and
+flip), switched on with the trainer attribute ``unlabeled_augmentation = "crop_flip"``.
+
 Strong views are made in the training process on the CPU (nnU-Net's loader returns only ``image`` and
 ``segmentation`` per sample, so a second view cannot come out of its augmentation workers).
 """
@@ -26,8 +30,12 @@ from batchgeneratorsv2.transforms.intensity.contrast import BGContrast, Contrast
 from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
 from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,25 @@ def strong_intensity_transform(config: StrongIntensityConfig = StrongIntensityCo
             noise_variance=config.noise_variance, p_per_channel=1, synchronize_channels=True)),
     ]
     return ComposeTransforms([RandomTransform(t, apply_probability=p) for p, t in steps if p > 0])
+
+
+def crop_flip_weak_transform(patch_size: Sequence[int], mirror_axes: Optional[Sequence[int]],
+                             use_mask_for_norm: Optional[Sequence[bool]] = None) -> BasicTransform:
+    """A mild weak view for the unlabeled stream: the centre ``patch_size`` crop of the loader's (larger, randomly
+    placed) patch, then a random flip of each axis in ``mirror_axes``; voxel values are copied, never interpolated
+    or rescaled (nnU-Net's ``SpatialTransform`` crops without resampling when it neither rotates, scales nor
+    deforms). nnU-Net's own closing steps follow: the mask of ``use_mask_for_norm`` channels and the padding label
+    -1 -> 0, as in ``nnUNetTrainer.get_training_transforms``."""
+    transforms = [SpatialTransform(tuple(patch_size), patch_center_dist_from_border=0, random_crop=False,
+                                   p_elastic_deform=0, p_rotation=0, p_scaling=0, border_mode_seg="constant",
+                                   padding_value_seg=-1)]
+    if mirror_axes:
+        transforms.append(MirrorTransform(allowed_axes=tuple(mirror_axes)))
+    if use_mask_for_norm is not None and any(use_mask_for_norm):
+        transforms.append(MaskImageTransform(apply_to_channels=[i for i, m in enumerate(use_mask_for_norm) if m],
+                                             channel_idx_in_seg=0, set_outside_to=0))
+    transforms.append(RemoveLabelTansform(-1, 0))
+    return ComposeTransforms(transforms)
 
 
 def apply_per_sample(transform: BasicTransform, images: torch.Tensor) -> torch.Tensor:

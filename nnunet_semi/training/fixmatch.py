@@ -303,6 +303,22 @@ class nnUNetTrainerFixMatch_tau0(nnUNetTrainerFixMatch):
         self.confidence_threshold = 0.0
 
 
+class nnUNetTrainerFixMatch_cropflip(nnUNetTrainerFixMatch):
+    """Candidate (to be decided on validation cases): a mild weak view, UniMatch's (Yang et al., "Revisiting Weak-to-
+    Strong Consistency in Semi-Supervised Semantic Segmentation", CVPR 2023, arXiv:2208.09910, Sec. 3.1: random
+    crop and flip). The unlabeled stream crops and mirrors only (``unlabeled_augmentation = "crop_flip"``,
+    :func:`~nnunet_semi.augmentation.weak_strong.crop_flip_weak_transform`) instead of nnU-Net's full training
+    augmentation (rotation, scaling, low-resolution simulation, gamma, noise, blur); the strong view is built on it
+    as before. Why: pseudo-labels made on a view the network sees rarely in supervised training (rotated, rescaled,
+    degraded) are less confident and less right; with tau = 0.95 on ACDC no foreground voxel of the weak views was
+    admitted while the structures were learned. The labeled stream keeps nnU-Net's augmentation."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.unlabeled_augmentation = "crop_flip"
+
+
 class nnUNetTrainerFixMatch_SAT(nnUNetTrainerFixMatch):
     """Candidate (chosen on validation cases): FreeMatch's self-adaptive thresholds instead of the fixed tau = 0.95
     (Wang et al., "FreeMatch: Self-adaptive Thresholding for Semi-supervised Learning", ICLR 2023, arXiv:2205.07246,
@@ -374,5 +390,5 @@ FIXMATCH_VARIANTS = add_family_variants(nnUNetTrainerFixMatch, nnUNetTrainerFixM
                                         nnUNetTrainerFixMatch_noCutMix, nnUNetTrainerFixMatch_sqDice,
                                         nnUNetTrainerFixMatch_present, nnUNetTrainerFixMatch_rampup,
                                         nnUNetTrainerFixMatch_tau80, nnUNetTrainerFixMatch_tau0,
-                                        nnUNetTrainerFixMatch_SAT,
+                                        nnUNetTrainerFixMatch_cropflip, nnUNetTrainerFixMatch_SAT,
                                         nnUNetTrainerFixMatch_SAT_lcc)

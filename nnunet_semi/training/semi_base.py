@@ -39,6 +39,7 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.helpers import dummy_context
 
+from nnunet_semi.augmentation.weak_strong import crop_flip_weak_transform
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
 from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import split_output
@@ -82,6 +83,9 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         #: unlabeled samples per labeled sample in each step (per DDP rank)
         self.unlabeled_batch_ratio = 1.0
+        #: the unlabeled stream's augmentation: "nnunet" (nnU-Net's own training augmentation) or "crop_flip"
+        #: (a crop and random mirroring only: :func:`~nnunet_semi.augmentation.weak_strong.crop_flip_weak_transform`)
+        self.unlabeled_augmentation = "nnunet"
         self.unlabeled_batch_size: Optional[int] = None  # -> _set_batch_size_and_oversample
         self.dataloader_unlabeled = None  # -> get_dataloaders
         self.step_in_epoch = 0  # optimizer steps done in the current epoch (reset at every epoch start)
@@ -128,8 +132,15 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         return objects[0]
 
     def get_unlabeled_transforms(self):
-        """nnU-Net's own training augmentation; no deep-supervision targets (unlabeled batches have none)."""
+        """nnU-Net's own training augmentation (``unlabeled_augmentation = "nnunet"``) or a crop and random
+        mirroring only (``"crop_flip"``); no deep-supervision targets (unlabeled batches have none)."""
         rotation, dummy_2d, _, mirror_axes = self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if self.unlabeled_augmentation == "crop_flip":
+            return crop_flip_weak_transform(self.configuration_manager.patch_size, mirror_axes,
+                                            self.configuration_manager.use_mask_for_norm)
+        if self.unlabeled_augmentation != "nnunet":
+            raise ValueError(f"unlabeled_augmentation must be 'nnunet' or 'crop_flip', got "
+                             f"{self.unlabeled_augmentation!r}")
         return self.get_training_transforms(
             self.configuration_manager.patch_size, rotation, None, mirror_axes, dummy_2d,
             use_mask_for_norm=self.configuration_manager.use_mask_for_norm,

@@ -11,8 +11,8 @@ from torch._dynamo.eval_frame import OptimizedModule
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_semi.augmentation.weak_strong import (StrongIntensityConfig, apply_per_sample, cutmix, cutmix_boxes,
-                                                  strong_intensity_transform)
+from nnunet_semi.augmentation.weak_strong import (StrongIntensityConfig, apply_per_sample, crop_flip_weak_transform,
+                                                  cutmix, cutmix_boxes, strong_intensity_transform)
 from nnunet_semi.losses.weak_strong import (SelfAdaptiveThreshold, confident_pseudo_labels, masked_cross_entropy, masked_soft_dice,
                                             weak_to_strong_loss)
 from nnunet_semi.networks.feature_perturbation import SkipFeatureDropout
@@ -223,6 +223,71 @@ def test_strong_perturbations_are_drawn_per_sample_and_switch_off():
     assert strong.shape == x.shape and len(set(np.round(differences.numpy(), 6))) > 4
     off = StrongIntensityConfig(p_brightness=0, p_contrast=0, p_gamma=0, p_blur=0, p_noise=0)
     assert torch.equal(apply_per_sample(strong_intensity_transform(off), x), x)
+
+
+# ------------------------------------------------------------------------------------------------- mild weak view
+def _flips_of_centre_crop(image: torch.Tensor, patch, axes):
+    """Every flip (over subsets of the spatial ``axes``) of the centre ``patch`` crop of ``image`` (C, *spatial)."""
+    start = [(s - p) // 2 for s, p in zip(image.shape[1:], patch)]
+    crop = image[(slice(None), *[slice(a, a + p) for a, p in zip(start, patch)])]
+    flips = []
+    for k in range(2 ** len(axes)):
+        dims = [a + 1 for i, a in enumerate(axes) if k >> i & 1]
+        flips.append(torch.flip(crop, dims) if dims else crop)
+    return flips
+
+
+@pytest.mark.parametrize("patch, initial", [((16, 12), (23, 18)), ((8, 16, 12), (11, 21, 17))])
+def test_crop_flip_weak_view_is_a_flipped_centre_crop_with_values_copied(patch, initial):
+    """The mild weak view: the output is exactly (bit for bit) the centre crop of the loader's patch under one of the
+    2^k flips of the mirror axes, the flips vary over draws, the padding label -1 becomes 0."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    axes = tuple(range(len(patch)))
+    transform = crop_flip_weak_transform(patch, axes)
+    image = torch.randn(1, *initial)
+    segmentation = torch.full((1, *initial), -1, dtype=torch.int16)
+    segmentation[(slice(None), *[slice(0, s // 2) for s in initial])] = 2
+    seen = set()
+    for _ in range(40):
+        out = transform(image=image.clone(), segmentation=segmentation.clone())
+        assert out["image"].shape == (1, *patch)
+        matches = [i for i, f in enumerate(_flips_of_centre_crop(image, patch, axes)) if torch.equal(out["image"], f)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+        expected_seg = _flips_of_centre_crop(segmentation, patch, axes)[matches[0]].clone()
+        expected_seg[expected_seg == -1] = 0
+        assert torch.equal(out["segmentation"], expected_seg)
+    assert len(seen) == 2 ** len(axes)  # every flip combination occurs
+    no_mirror = crop_flip_weak_transform(patch, ())(image=image.clone(), segmentation=segmentation.clone())
+    assert torch.equal(no_mirror["image"], _flips_of_centre_crop(image, patch, axes)[0])
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_fixmatch_cropflip_uses_the_mild_weak_view_and_the_default_does_not(make_trainer, ndim):
+    """``nnUNetTrainerFixMatch_cropflip``'s unlabeled stream only crops and flips (values copied); the default
+    trainer's stream is nnU-Net's augmentation (it changes voxel values in some draws); a typo is refused."""
+    mild, default = make_trainer("nnUNetTrainerFixMatch_cropflip", ndim), make_trainer("nnUNetTrainerFixMatch", ndim)
+    assert mild.unlabeled_augmentation == "crop_flip" and default.unlabeled_augmentation == "nnunet"
+    _, _, initial, mirror_axes = mild.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    patch = tuple(mild.configuration_manager.patch_size)
+    image = torch.randn(1, *[int(s) for s in initial])
+    segmentation = torch.zeros((1, *image.shape[1:]), dtype=torch.int16)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    flips = _flips_of_centre_crop(image, patch, tuple(mirror_axes))
+    mild_transform, default_transform = mild.get_unlabeled_transforms(), default.get_unlabeled_transforms()
+    changed = 0
+    for _ in range(20):
+        out = mild_transform(image=image.clone(), segmentation=segmentation.clone())["image"]
+        assert any(torch.equal(out, f) for f in flips)
+        out = default_transform(image=image.clone(), segmentation=segmentation.clone())["image"]
+        assert out.shape == (1, *patch)
+        changed += not any(torch.equal(out, f) for f in flips)
+    assert changed > 0
+    mild.unlabeled_augmentation = "cropflip"
+    with pytest.raises(ValueError, match="unlabeled_augmentation"):
+        mild.get_unlabeled_transforms()
 
 
 # ------------------------------------------------------------------------------------------------- feature perturbation
