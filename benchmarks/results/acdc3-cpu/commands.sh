@@ -143,3 +143,11 @@ nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnUNetv2_ensemble -i $WORK/predictions/draw0/seed1/labeled_only_2x $WORK/predictions/draw0/seed2/labeled_only_2x -o $WORK/predictions/draw0/seed1/labeled_only_2x_ensemble -np 1
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerCPS_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerCPS_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu
+nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset970_ACDC/imagesTs -o $WORK/predictions/draw0/seed1/cps_2x -d Dataset970_ACDC -c 2d -f 0 -tr nnUNetTrainerCPS_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu -npp 1 -nps 1 --disable_tta
+nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset970_ACDC/imagesTs -o $WORK/predictions/draw0/seed2/cps_2x -d Dataset970_ACDC -c 2d -f 0 -tr nnUNetTrainerCPS_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu -npp 1 -nps 1 --disable_tta
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerFixMatch_cropflip_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
