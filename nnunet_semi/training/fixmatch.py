@@ -304,14 +304,16 @@ class nnUNetTrainerFixMatch_tau0(nnUNetTrainerFixMatch):
 
 
 class nnUNetTrainerFixMatch_cropflip(nnUNetTrainerFixMatch):
-    """Candidate (to be decided on validation cases): a mild weak view, UniMatch's (Yang et al., "Revisiting Weak-to-
+    """Candidate (decided on validation cases): a mild weak view, UniMatch's (Yang et al., "Revisiting Weak-to-
     Strong Consistency in Semi-Supervised Semantic Segmentation", CVPR 2023, arXiv:2208.09910, Sec. 3.1: random
     crop and flip). The unlabeled stream crops and mirrors only (``unlabeled_augmentation = "crop_flip"``,
     :func:`~nnunet_semi.augmentation.weak_strong.crop_flip_weak_transform`) instead of nnU-Net's full training
     augmentation (rotation, scaling, low-resolution simulation, gamma, noise, blur); the strong view is built on it
     as before. Why: pseudo-labels made on a view the network sees rarely in supervised training (rotated, rescaled,
     degraded) are less confident and less right; with tau = 0.95 on ACDC no foreground voxel of the weak views was
-    admitted while the structures were learned. The labeled stream keeps nnU-Net's augmentation."""
+    admitted while the structures were learned. The labeled stream keeps nnU-Net's augmentation. Measured so far
+    (``benchmarks/results/acdc3-cpu``, validation patients, draw 0 seed 0): +4.64 over labeled-only, the default
+    +0.81; foreground pseudo-labels pass 0.95 from epoch ~8 on."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

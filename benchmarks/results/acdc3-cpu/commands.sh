@@ -151,3 +151,7 @@ nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_
 nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset970_ACDC/imagesTs -o $WORK/predictions/draw0/seed2/cps_2x -d Dataset970_ACDC -c 2d -f 0 -tr nnUNetTrainerCPS_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu -npp 1 -nps 1 --disable_tta
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerFixMatch_cropflip_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnUNetv2_plan_and_preprocess -d 979 -c 2d -np 2 -npfp 2
+# plans nnUNetPlansBench8LowRes: nnunet_semi.apps.small_plans.make_small_plans('Dataset979_ACDC', target_plans='nnUNetPlansBench8LowRes', **{'base_features': 8, 'max_features': 64, 'batch_size': 8, 'configurations': ['2d'], 'spacing_factor': 2.0})
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnUNetv2_preprocess -d 979 -plans_name nnUNetPlansBench8LowRes -c 2d -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset979_ACDC 2d 0 -tr nnUNetTrainerLabeledOnly_160epochs_50its -p nnUNetPlansBench8LowRes -device cpu
