@@ -559,14 +559,16 @@ def _draw_cases(records: List[dict]) -> str:
 
 def _validation_table(profile: Profile, records: List[dict], test_records: Sequence[dict] = ()) -> str:
     """Candidate settings (``--validation-only`` runs): their validation Dice per seed, paired with the validation Dice
-    of labeled-only's run of the same draw and seed (recorded by its full run, ``test_records``)."""
+    of the reference's run of the same draw and seed (recorded by its full run, ``test_records``); the reference is
+    :func:`reference_of` the candidate, so a longer-budget candidate (``fixmatch_2x``) is paired with the reference at
+    its budget (``labeled_only_2x``), named in the row where it is not ``labeled_only``."""
     records = [r for r in records if "validation" in r]
     if not records:
         return ""
     by_run = {(r["method"], r.get("draw"), r["seed"]): r for r in test_records if "validation" in r}
     lines = ["### Candidate settings on the validation cases (`--validation-only`: the test set was not read)", "",
              "Validation Dice per seed; the gain is paired with labeled-only's validation Dice of the same draw and "
-             "seed (from its full run).", "",
+             "seed (from its full run), at the candidate's budget (a 2x candidate against `labeled_only_2x`).", "",
              "| draw | method | trainer | seeds | validation Dice (%) | per seed | labeled-only, same seeds | "
              "paired gain (points) |", "|---|---|---|---|---|---|---|---|"]
     groups: Dict[tuple, List[dict]] = {}
@@ -576,11 +578,13 @@ def _validation_table(profile: Profile, records: List[dict], test_records: Seque
         rs = sorted(rs, key=lambda r: r["seed"])
         values = [_dice(r, "validation") for r in rs]
         per_seed = " / ".join(f"s{r['seed']} {100 * v:.2f}" for r, v in zip(rs, values))
-        refs = [by_run.get(("labeled_only", draw, r["seed"])) for r in rs]
+        reference_key = reference_of(key) or "labeled_only"
+        refs = [by_run.get((reference_key, draw, r["seed"])) for r in rs]
         if all(refs):
             ref_values = [_dice(ref, "validation") for ref in refs]
             gains = [100 * (v - rv) for v, rv in zip(values, ref_values)]
-            reference = " / ".join(f"{100 * v:.2f}" for v in ref_values)
+            reference = " / ".join(f"{100 * v:.2f}" for v in ref_values) + \
+                (f" ({reference_key})" if reference_key != "labeled_only" else "")
             gain = f"{np.mean(gains):+.2f}" + (f" ± {sample_std(gains):.2f}" if len(gains) > 1 else "") + \
                 f" ({' / '.join(f'{g:+.2f}' for g in gains)})"
         else:

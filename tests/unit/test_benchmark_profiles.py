@@ -172,6 +172,20 @@ def test_candidate_table_pairs_validation_dice_with_labeled_only_of_the_same_see
     assert tau.endswith("| 1 | 49.00 | s1 49.00 | — | — |")  # labeled-only seed 1 has no run here
 
 
+def test_a_longer_budget_candidate_is_paired_with_the_reference_at_its_budget(tmp_path):
+    """fixmatch_2x on validation is paired with labeled_only_2x's validation Dice of the same draw and seed, not with
+    the 1x reference's (which would credit the candidate with the longer budget's own gain)."""
+    profile = PROFILES["acdc3-cpu"]
+    records = [_draw_record("labeled_only", 1, 0, 0.30, 0.25), _draw_record("labeled_only_2x", 1, 0, 0.60, 0.59)]
+    candidate = _draw_record("fixmatch_2x", 1, 0, 0.0, 0.65)
+    del candidate["summary"]
+    aggregate(profile, records, tmp_path, [candidate])
+    row = next(line for line in (tmp_path / "results.md").read_text().splitlines()
+               if line.startswith("| 1 | fixmatch_2x |"))
+    # 65 - 59 = +6 against the 2x reference (against the 1x one it would read +40)
+    assert row.endswith("| 1 | 65.00 | s0 65.00 | 59.00 (labeled_only_2x) | +6.00 (+6.00) |")
+
+
 def test_sample_std_is_n_minus_one():
     from benchmarks.run import sample_std
 
