@@ -81,6 +81,13 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "voxel's weak-view argmax counts, as CPS's cross pseudo-labels)"),
     Method("fixmatch_cropflip", "nnUNetTrainerFixMatch_cropflip", "candidate: FixMatch with a mild weak view (crop and "
            "flip only, UniMatch's) instead of nnU-Net's full augmentation of the unlabeled stream"),
+    Method("fixmatch_gate", "nnUNetTrainerFixMatch_gate", "candidate: FixMatch whose unlabeled term starts once the "
+           "network segments every class of its labeled batches with Dice >= 0.5 (no background-only teaching "
+           "before the structures exist)"),
+    Method("cps_gate", "nnUNetTrainerCPS_gate", "candidate: CPS whose cross term starts once the two networks "
+           "segment every class of their labeled batches with Dice >= 0.5"),
+    Method("fixmatch_gate_2x", "nnUNetTrainerFixMatch_gate", "fixmatch_gate at twice the iterations (against "
+           "labeled_only_2x)", budget="2x"),
     Method("fixmatch_sat", "nnUNetTrainerFixMatch_SAT", "candidate: FixMatch with FreeMatch's self-adaptive class-wise "
            "thresholds (Wang et al. ICLR 2023) instead of the fixed 0.95"),
     Method("fixmatch_sat_lcc", "nnUNetTrainerFixMatch_SAT_lcc", "candidate: fixmatch_sat with each class's largest "
@@ -186,7 +193,7 @@ ACDC3_CPU = Profile(
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "labeled_only_2x_ensemble", "cps_single",
      "cps_2x_single", "all_labeled", "labeled_only_2x",
      "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "cps_rampup", "fixmatch_sqdice", "fixmatch_present",
-     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_cropflip", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
+     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_gate_2x", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,
@@ -196,7 +203,8 @@ ACDC3_CPU = Profile(
     longer_budgets=("2x", "4x", "8x"))
 
 _PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
-                        "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0", "fixmatch_cropflip")
+                        "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0", "fixmatch_cropflip",
+                        "fixmatch_gate", "cps_gate")
 HIPPOCAMPUS5_2D_CPU = Profile(
     "hippocampus5-2d-cpu",
     "MSD Hippocampus (real, ../shared/data) under the benchmark protocol: 5 labeled cases per draw (draws 0, 1, 2: "
@@ -217,7 +225,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
     configuration="3d_fullres", plans="nnUNetPlansBench3d8",
     methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
-             "fixmatch_cropflip"),
+             "fixmatch_cropflip", "fixmatch_gate", "cps_gate"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (

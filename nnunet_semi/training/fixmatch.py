@@ -60,7 +60,7 @@ from nnunet_semi.losses.weak_strong import SelfAdaptiveThreshold, confident_pseu
 from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.postprocessing import largest_component_per_class
 from nnunet_semi.training.budgets import add_family_variants
-from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
+from nnunet_semi.training.semi_base import GATE_CURVES, nnUNetTrainerSemiSupervised
 
 
 class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
@@ -176,7 +176,8 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         return mask.float().mean().item(), foreground
 
     def current_unsup_weight(self) -> float:
-        return self.step_rampup(self.unsup_weight, self.unsup_rampup_fraction)
+        """lambda_u at this step: its ramp-up (``unsup_rampup_fraction``) times the gate's factor (1 without a gate)."""
+        return self.step_rampup(self.unsup_weight, self.unsup_rampup_fraction) * self.unsup_gate_factor()
 
     # ------------------------------------------------------------------ checkpoints
     def extra_checkpoint_state(self) -> dict:
@@ -198,6 +199,7 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         logits_s = full_resolution(out_s)
 
         sup = self.loss(out_l, target)
+        self.observe_labeled([out_l], target)
         labels_w, confidence_w = self.weak_view_pseudo_labels(logits_w)
         labels, mask = self.mixed_pseudo_labels(labels_w, confidence_w, boxes, partner)
         self.keep_cutmix_partner(data_unlabeled, labels_w, confidence_w)
@@ -206,7 +208,8 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         w = self.current_unsup_weight()
         total = sup + w * unsup
         return total, total, {"sup_losses": sup.item(), "unsup_losses": unsup.item(),
-                              "confident_fraction": confident, "pseudo_label_foreground": foreground}
+                              "confident_fraction": confident, "pseudo_label_foreground": foreground,
+                              **self.gate_curves()}
 
 
 class nnUNetTrainerFixMatch_ce(nnUNetTrainerFixMatch):
@@ -321,6 +324,24 @@ class nnUNetTrainerFixMatch_cropflip(nnUNetTrainerFixMatch):
         self.unlabeled_augmentation = "crop_flip"
 
 
+class nnUNetTrainerFixMatch_gate(nnUNetTrainerFixMatch):
+    """Candidate (decided on validation cases): the default FixMatch whose unlabeled term starts only once the network
+    segments every foreground class of its own labeled training batches with Dice >= 0.5 (moving average over ~50
+    steps), then ramps up over 10 % of the steps (``unsup_gate_dice = 0.5``;
+    :class:`~nnunet_semi.schedules.LabeledDiceGate`). Before that it trains as labeled-only nnU-Net.
+    Why: in the ACDC seeds where FixMatch collapsed, every voxel of the weak views passed tau = 0.95 as background
+    during the first epochs (the network predicted no structure yet), so the unlabeled term taught the structures'
+    absence before the supervised term had taught them; a lower, adaptive or absent threshold, a fixed ramp-up and a
+    milder weak view did not prevent it on every seed and draw. The gate waits, per draw, until the structures
+    exist. Curves: the gate factor and the lowest class's labeled-batch Dice average."""
+    extra_curves = {**nnUNetTrainerFixMatch.extra_curves, **GATE_CURVES}
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.unsup_gate_dice = 0.5
+
+
 class nnUNetTrainerFixMatch_SAT(nnUNetTrainerFixMatch):
     """Candidate (chosen on validation cases): FreeMatch's self-adaptive thresholds instead of the fixed tau = 0.95
     (Wang et al., "FreeMatch: Self-adaptive Thresholding for Semi-supervised Learning", ICLR 2023, arXiv:2205.07246,
@@ -392,5 +413,6 @@ FIXMATCH_VARIANTS = add_family_variants(nnUNetTrainerFixMatch, nnUNetTrainerFixM
                                         nnUNetTrainerFixMatch_noCutMix, nnUNetTrainerFixMatch_sqDice,
                                         nnUNetTrainerFixMatch_present, nnUNetTrainerFixMatch_rampup,
                                         nnUNetTrainerFixMatch_tau80, nnUNetTrainerFixMatch_tau0,
-                                        nnUNetTrainerFixMatch_cropflip, nnUNetTrainerFixMatch_SAT,
+                                        nnUNetTrainerFixMatch_cropflip, nnUNetTrainerFixMatch_gate,
+                                        nnUNetTrainerFixMatch_SAT,
                                         nnUNetTrainerFixMatch_SAT_lcc)

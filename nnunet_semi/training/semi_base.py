@@ -42,9 +42,9 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunet_semi.augmentation.weak_strong import crop_flip_weak_transform
 from nnunet_semi.data.unlabeled import UnlabeledDataError, ensure_unlabeled_preprocessed
 from nnunet_semi.networks.dual import DualNetwork, unwrap
-from nnunet_semi.networks.outputs import split_output
+from nnunet_semi.networks.outputs import full_resolution, split_output
 from nnunet_semi.pretrained.loading import load_into_planned_networks
-from nnunet_semi.schedules import sigmoid_rampup
+from nnunet_semi.schedules import LabeledDiceGate, labeled_dice_statistics, sigmoid_rampup
 from nnunet_semi.training.logging import CHECKPOINT_KEY, SemiLocalLogger, semi_checkpoint_state  # noqa: F401
 from nnunet_semi.utils.checkpoint_io import atomic_path, rng_state, set_rng_state
 from nnunet_semi.utils.environment import SEED_ENV, THREADS_ENV
@@ -70,6 +70,11 @@ def apply_run_environment(local_rank: int = 0) -> None:
         nnUNetTrainerSemiSupervised.seed_everything(int(seed) + local_rank)
 
 
+#: the curves of a trainer that uses the unlabeled-term gate (``unsup_gate_dice``): add them to its ``extra_curves``
+GATE_CURVES = {"unsup_gate": "unlabeled-term gate (0 closed, ramps to 1)",
+               "labeled_dice_ema_min": "labeled-batch Dice, moving average, lowest class"}
+
+
 class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     """Base class of the semi-supervised trainers (not meant to be trained itself: no unlabeled loss)."""
 
@@ -86,6 +91,14 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         #: the unlabeled stream's augmentation: "nnunet" (nnU-Net's own training augmentation) or "crop_flip"
         #: (a crop and random mirroring only: :func:`~nnunet_semi.augmentation.weak_strong.crop_flip_weak_transform`)
         self.unlabeled_augmentation = "nnunet"
+        #: None (default): the unlabeled term counts from the first step, as in the papers. A Dice in (0, 1]: it
+        #: starts once the network segments every foreground class of its labeled batches with that Dice (moving
+        #: average, ``unsup_gate_momentum`` per step), then ramps up over ``unsup_gate_rampup_fraction`` of all
+        #: steps (:class:`~nnunet_semi.schedules.LabeledDiceGate`; methods read it through :meth:`unsup_gate_factor`)
+        self.unsup_gate_dice: Optional[float] = None
+        self.unsup_gate_momentum = 0.98
+        self.unsup_gate_rampup_fraction = 0.1
+        self.unlabeled_gate: Optional[LabeledDiceGate] = None
         self.unlabeled_batch_size: Optional[int] = None  # -> _set_batch_size_and_oversample
         self.dataloader_unlabeled = None  # -> get_dataloaders
         self.step_in_epoch = 0  # optimizer steps done in the current epoch (reset at every epoch start)
@@ -199,6 +212,38 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         """``weight`` times the sigmoid ramp-up ``exp(-5 (1 - epoch / rampup_epochs)^2)``, per epoch, over
         ``rampup_epochs`` (None: the whole training)."""
         return weight * sigmoid_rampup(self.current_epoch, self.num_epochs if rampup_epochs is None else rampup_epochs)
+
+    def observe_labeled(self, outputs: Sequence, target) -> None:
+        """Feed the unlabeled-term gate (``unsup_gate_dice``; nothing when it is off) with this step's labeled
+        outputs (one per network, deep-supervision lists or tensors) against the labeled target. Called once per
+        step by the methods that use the gate; under DDP the counts are all-reduced (every rank, every step)."""
+        if self.unsup_gate_dice is None:
+            return
+        labels = target[0] if isinstance(target, (list, tuple)) else target
+        statistics = sum(labeled_dice_statistics(full_resolution(o), labels, self.label_manager.ignore_label)
+                         for o in outputs)
+        if self.is_ddp:
+            dist.all_reduce(statistics)
+        if self.unlabeled_gate is None:
+            self.unlabeled_gate = LabeledDiceGate(statistics.shape[1], self.unsup_gate_dice, self.unsup_gate_momentum)
+        self.unlabeled_gate.update(statistics.cpu(), self.global_step)
+
+    def unsup_gate_factor(self) -> float:
+        """The factor of the unlabeled weight from the gate: 1 when ``unsup_gate_dice`` is None (no gate); else 0
+        until the gate opens, then its ramp-up over ``unsup_gate_rampup_fraction`` of all steps."""
+        if self.unsup_gate_dice is None:
+            return 1.0
+        if self.unlabeled_gate is None:
+            return 0.0
+        total = self.num_epochs * self.num_iterations_per_epoch
+        return self.unlabeled_gate.factor(self.global_step, self.unsup_gate_rampup_fraction * total)
+
+    def gate_curves(self) -> Dict[str, float]:
+        """The gate's per-step curves (:data:`GATE_CURVES`); none when the gate is off."""
+        if self.unsup_gate_dice is None:
+            return {}
+        ema = self.unlabeled_gate.dice_ema if self.unlabeled_gate is not None else [0.0]
+        return {"unsup_gate": self.unsup_gate_factor(), "labeled_dice_ema_min": float(min(ema))}
 
     def on_train_end(self):
         if isinstance(self.dataloader_unlabeled, NonDetMultiThreadedAugmenter):
@@ -347,7 +392,9 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
         # the per-rank random states here is a collective identical on all ranks
         rng_all = self.gather_per_rank(rng_state())
         local_logger = self.logger.local_logger
-        local_logger.extra_state = {"rng_states": rng_all, "method_state": self.extra_checkpoint_state()}
+        gate = None if self.unlabeled_gate is None else self.unlabeled_gate.state_dict()
+        local_logger.extra_state = {"rng_states": rng_all, "method_state": self.extra_checkpoint_state(),
+                                    "unlabeled_gate": gate}
         writes = self.local_rank == 0 and not self.disable_checkpointing  # where nnU-Net's save_checkpoint writes
         try:
             with atomic_path(filename) if writes else contextlib.nullcontext(filename) as target:
@@ -366,6 +413,10 @@ class nnUNetTrainerSemiSupervised(nnUNetTrainer):
             self.print_to_log_file("Checkpoint has no nnunet-semi state (random streams restart).")
             return
         self.load_extra_checkpoint_state(state["method_state"])
+        gate = state.get("unlabeled_gate")
+        if gate is not None:
+            self.unlabeled_gate = LabeledDiceGate(len(gate["dice_ema"]))
+            self.unlabeled_gate.load_state_dict(gate)
         rng_all = state["rng_states"]
         world = dist.get_world_size() if self.is_ddp else 1
         if len(rng_all) == world:

@@ -61,7 +61,7 @@ def _trainer() -> _Trainer:
     trainer.optimizer = torch.optim.SGD(trainer.network.parameters(), lr=0.1)
     trainer.grad_scaler, trainer._best_ema, trainer.current_epoch = None, None, 3
     trainer.my_init_kwargs, trainer.inference_allowed_mirroring_axes = {}, (0,)
-    trainer.logger, trainer._rng_state_to_restore = _Logger(), None
+    trainer.logger, trainer._rng_state_to_restore, trainer.unlabeled_gate = _Logger(), None, None
     trainer.print_to_log_file = lambda *args, **kwargs: None
     return trainer
 
