@@ -159,3 +159,5 @@ nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset979_ACDC/imagesTs -o $WORK/predictions/drawall/seed0/all_labeled_4x -d Dataset979_ACDC -c 2d -f 0 -tr nnUNetTrainerLabeledOnly_160epochs_50its -p nnUNetPlansBench8LowRes -device cpu -npp 1 -nps 1 --disable_tta
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
 nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerFixMatch_cropflip_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerFixMatch_gate_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
