@@ -327,3 +327,24 @@ def test_two_chains_preparing_one_draw_run_one_after_the_other(tmp_path, monkeyp
         t.join()
     assert overlaps == []
     assert time.time() - started >= 0.6  # the two draw-0 preparations ran one after the other
+
+
+def test_curve_table_lists_the_pseudo_dice_and_the_methods_curves_of_the_checkpoint(tmp_path):
+    """benchmarks.curves: every k-th epoch and the last, nnU-Net's pseudo Dice per class and each logged curve, read
+    from the fold's checkpoint; a folder without a checkpoint gets one error naming it."""
+    import pytest
+    import torch
+    from benchmarks.curves import curve_table, load_logging, main
+
+    logging = {"dice_per_class_or_region": [[0.1 * e, 0.05 * e] for e in range(7)], "lrs": [0.01] * 7,
+               "train_losses": [1.0 - 0.1 * e for e in range(7)], "unsup_gate": [0, 0, 0, 0.5, 1, 1, 1],
+               "epoch_start_timestamps": list(range(7)), "nnunet_semi": {"rng_states": []}}
+    (tmp_path / "fold_0").mkdir()
+    torch.save({"logging": logging}, tmp_path / "fold_0" / "checkpoint_final.pth")
+    table = curve_table(load_logging(tmp_path / "fold_0"), every=3).splitlines()
+    assert table[0] == "| epoch | pseudo Dice 1 | pseudo Dice 2 | lrs | train_losses | unsup_gate |"
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| 0", "| 3", "| 6"]
+    assert table[3] == "| 3 | 0.300 | 0.150 | 0.01 | 0.7 | 0.5 |"
+    assert main([str(tmp_path / "fold_0"), "--every", "3"]) == 0
+    with pytest.raises(FileNotFoundError, match="no checkpoint_latest.pth"):
+        load_logging(tmp_path)
