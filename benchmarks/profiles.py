@@ -206,7 +206,7 @@ ACDC3_CPU = Profile(
 
 _PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
                         "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0", "fixmatch_cropflip",
-                        "fixmatch_gate", "cps_gate")
+                        "fixmatch_gate", "cps_gate", "fixmatch_ce")
 HIPPOCAMPUS5_2D_CPU = Profile(
     "hippocampus5-2d-cpu",
     "MSD Hippocampus (real, ../shared/data) under the benchmark protocol: 5 labeled cases per draw (draws 0, 1, 2: "
@@ -227,7 +227,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
     configuration="3d_fullres", plans="nnUNetPlansBench3d8",
     methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
-             "fixmatch_cropflip", "fixmatch_gate", "cps_gate"),
+             "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
