@@ -215,10 +215,10 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
 class nnUNetTrainerFixMatch_ce(nnUNetTrainerFixMatch):
     """FixMatch's own unlabeled loss (the paper's setting): per-voxel CE over the confident voxels, ``1/|V|``
     normalised. Measured below the Dice default on ``hippocampus5-cpu`` (+3.04 vs +6.85 over labeled-only; that
-    choice was made on test cases). Candidate again under issue 29's protocol: on ACDC's validation patients, draw 0
-    seeds 0 / 2 it scores 56.49 / 54.92, +12.65 / +10.65 over labeled-only (the Dice default: 44.66 / 36.83, its
-    collapse); on draw 1, seed 0,
-    17.76, −7.28 (the 1x budget ends before the myocardium is learned) (``benchmarks/results/acdc3-cpu``)."""
+    choice was made on test cases). Candidate again under issue 29's protocol (``benchmarks/results/acdc3-cpu``): on
+    ACDC's validation patients, draw 0, seeds 0 / 2, it scores 56.49 / 54.92, +12.65 / +10.65 over labeled-only (the
+    Dice default: 44.66 / 36.83, its collapse); on draw 1, seed 0, 17.76, −7.28 (the 1x budget ends before the
+    myocardium is learned)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
