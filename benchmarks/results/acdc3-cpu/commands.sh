@@ -171,3 +171,7 @@ nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset971_ACDC 2d 0 -tr nnUNetTrainerFixMatch_ce_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerFixMatch_ce_40epochs_50its -p nnUNetPlansBench8LowRes -device cpu
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 971 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset971_ACDC 2d 0 -tr nnUNetTrainerFixMatch_ce_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu
+nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerFixMatch_ce_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu --c
