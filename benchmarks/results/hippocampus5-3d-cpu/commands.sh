@@ -31,3 +31,5 @@ nnUNet_results=$WORK/results_seed0 .venv/bin/nnUNetv2_plan_and_preprocess -d 980
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 980 -c 3d_fullres -p nnUNetPlansBench3d8 -np 2
 nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset980_Hippocampus 3d_fullres 0 -tr nnUNetTrainerCPS_40epochs_50its -p nnUNetPlansBench3d8 -device cpu
 nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset980_Hippocampus/imagesTs -o $WORK/predictions/draw0/seed1/cps -d Dataset980_Hippocampus -c 3d_fullres -f 0 -tr nnUNetTrainerCPS_40epochs_50its -p nnUNetPlansBench3d8 -device cpu -npp 1 -nps 1 --disable_tta
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 980 -c 3d_fullres -p nnUNetPlansBench3d8 -np 2
+nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset980_Hippocampus 3d_fullres 0 -tr nnUNetTrainerLabeledOnly_40epochs_50its -p nnUNetPlansBench3d8 -device cpu
