@@ -61,8 +61,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("dtc", "nnUNetTrainerDTC", "DTC (Luo et al. 2021)"),
     Method("bcp", "nnUNetTrainerBCP", "BCP (Bai et al. 2023)"),
     Method("pl_contrast", "nnUNetTrainerPLContrast", "pseudo-label local contrastive (Chaitanya et al. 2023)"),
-    Method("fixmatch", "nnUNetTrainerFixMatch", "FixMatch (Sohn et al. 2020; UniMatch Sec. 3.1), soft Dice over the "
-           "confident voxels (the default, UniMatch's medical loss)"),
+    Method("fixmatch", "nnUNetTrainerFixMatch_dice", "FixMatch (Sohn et al. 2020; UniMatch Sec. 3.1), soft Dice over "
+           "the confident voxels (UniMatch's medical loss; the default until 2026-12-05: the records of the runs made "
+           "before name nnUNetTrainerFixMatch)"),
     Method("cps_present", "nnUNetTrainerCPS_present", "candidate: CPS's Dice cross term over the foreground classes "
            "present in the other network's argmax only (a class not predicted yet teaches nothing, not its absence)"),
     Method("cps_rampup", "nnUNetTrainerCPS_rampup", "candidate: CPS with alpha ramped up over the first 40 % of the "
@@ -94,7 +95,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "thresholds (Wang et al. ICLR 2023) instead of the fixed 0.95"),
     Method("fixmatch_sat_lcc", "nnUNetTrainerFixMatch_SAT_lcc", "candidate: fixmatch_sat with each class's largest "
            "connected component of the pseudo-labels (BCP's teacher masks; 3d_fullres predicted scattered components)"),
-    Method("fixmatch_ce", "nnUNetTrainerFixMatch_ce", "FixMatch with the paper's CE over the confident voxels"),
+    Method("fixmatch_ce", "nnUNetTrainerFixMatch_ce", "FixMatch with the paper's CE over the confident voxels (the "
+           "default since 2026-12-05)"),
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
     Method("labeled_only_2x", "nnUNetTrainerLabeledOnly", "the reference at twice the iterations (convergence check)",
@@ -107,7 +109,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            budget="2x"),
     Method("cps_4x", "nnUNetTrainerCPS", "CPS (default) at four times the iterations (against labeled_only_4x)",
            budget="4x"),
-    Method("fixmatch_2x", "nnUNetTrainerFixMatch", "FixMatch (default) at twice the iterations", budget="2x"),
+    Method("fixmatch_2x", "nnUNetTrainerFixMatch_dice", "fixmatch (the soft Dice) at twice the iterations",
+           budget="2x"),
     Method("all_labeled", "nnUNetTrainerLabeledOnly", "the upper bound: every training case labeled, same budget",
            dataset="bound"),
     Method("all_labeled_4x", "nnUNetTrainerLabeledOnly", "the upper bound at four times the iterations (is the "

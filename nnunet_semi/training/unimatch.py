@@ -54,6 +54,7 @@ class nnUNetTrainerUniMatch(nnUNetTrainerFixMatch):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.unsup_loss = "dice"  # UniMatch's medical code's unlabeled loss (FixMatch's default is the CE)
         self.image_weight = 0.5  # lambda
         self.feature_weight = 0.5  # mu
         self.feature_dropout = 0.5

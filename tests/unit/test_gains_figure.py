@@ -99,3 +99,15 @@ def test_a_longer_budget_run_is_paired_with_the_reference_at_that_budget(results
     labels = dict(panel["methods"])
     assert labels["CPS (80 x 50 its; minus labeled-only at that budget)"] == [(0, pytest.approx(7.0))]
     assert labels["LabeledOnly (80 x 50 its)"] == [(0, pytest.approx(4.0))]
+
+
+def test_fixmatchs_runs_are_labeled_by_the_loss_they_ran_with():
+    """FixMatch's default became the paper's CE on 2026-12-05: runs of ``nnUNetTrainerFixMatch`` (all made before,
+    with the soft Dice) and of ``_dice`` are labeled ``FixMatch_dice``, runs of ``_ce`` (the default under its name)
+    ``FixMatch``; the budget is named where it differs from the reference's."""
+    ref = "nnUNetTrainerLabeledOnly_40epochs_50its"
+    assert gf.method_label("nnUNetTrainerFixMatch_40epochs_50its", ref) == "FixMatch_dice"
+    assert gf.method_label("nnUNetTrainerFixMatch_dice_40epochs_50its", ref) == "FixMatch_dice"
+    assert gf.method_label("nnUNetTrainerFixMatch_ce_40epochs_50its", ref) == "FixMatch"
+    assert gf.method_label("nnUNetTrainerFixMatch_ce_80epochs_50its", ref) == "FixMatch (80 x 50 its)"
+    assert gf.method_label("nnUNetTrainerCPS_dice_40epochs_50its", ref) == "CPS"

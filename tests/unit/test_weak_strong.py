@@ -353,9 +353,10 @@ def _squared_dice_numpy(logits, labels, mask):
 
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("trainer_name, squared, recompute", [
-    ("nnUNetTrainerFixMatch", False, _masked_dice_numpy),  # the default
-    ("nnUNetTrainerFixMatch_ce", False, _masked_ce_numpy),  # the paper's
-    ("nnUNetTrainerFixMatch", True, _squared_dice_numpy)])  # unsup_dice_squared: UniMatch's code's denominator
+    ("nnUNetTrainerFixMatch", False, _masked_ce_numpy),  # the default: the paper's CE
+    ("nnUNetTrainerFixMatch_ce", False, _masked_ce_numpy),  # the same under its explicit name
+    ("nnUNetTrainerFixMatch_dice", False, _masked_dice_numpy),  # the soft Dice (the default until 2026-12-05)
+    ("nnUNetTrainerFixMatch_dice", True, _squared_dice_numpy)])  # unsup_dice_squared: UniMatch's code's denominator
 def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim, trainer_name, squared, recompute):
     trainer = make_trainer(trainer_name, ndim)
     assert trainer.unsup_dice_squared is False
@@ -386,6 +387,27 @@ def test_fixmatch_loss_equals_independent_recomputation(make_trainer, ndim, trai
     assert all(p.grad is not None for n, p in trainer.network.named_parameters() if "seg_layers" not in n)
     if squared:
         assert abs(l_u - _masked_dice_numpy(strong_logits, labels, mask)) > 1e-3  # the switch changes the number
+
+
+#: the FixMatch variants measured with the soft Dice: they keep it (each still is what its benchmark runs measured)
+DICE_MEASURED = ("noCutMix", "sqDice", "present", "rampup", "tau80", "tau0", "cropflip", "gate", "SAT", "SAT_lcc")
+
+
+def test_fixmatch_defaults_to_the_papers_ce_and_the_dice_measured_variants_keep_the_dice(make_trainer):
+    """nnUNetTrainerFixMatch's unlabeled loss is FixMatch's per-voxel CE (chosen on validation cases, issue 29),
+    ``_ce`` is the same trainer under its name, ``_dice`` the former default; every variant whose benchmark runs
+    used the soft Dice keeps it, and so does UniMatch (its medical code's loss); the budget variants inherit."""
+    from nnunet_semi.training.fixmatch import nnUNetTrainerFixMatch_dice
+
+    assert make_trainer("nnUNetTrainerFixMatch", 2).unsup_loss == "ce"
+    assert make_trainer("nnUNetTrainerFixMatch_ce", 2).unsup_loss == "ce"
+    assert make_trainer("nnUNetTrainerFixMatch_dice", 2).unsup_loss == "dice"
+    assert make_trainer("nnUNetTrainerUniMatch", 2).unsup_loss == "dice"
+    for name in DICE_MEASURED:
+        trainer = make_trainer(f"nnUNetTrainerFixMatch_{name}", 2)
+        assert trainer.unsup_loss == "dice" and isinstance(trainer, nnUNetTrainerFixMatch_dice), name
+    assert make_trainer("nnUNetTrainerFixMatch_40epochs_50its", 2).unsup_loss == "ce"
+    assert make_trainer("nnUNetTrainerFixMatch_dice_40epochs_50its", 2).unsup_loss == "dice"
 
 
 def test_fixmatch_collapse_candidates_set_their_switch_and_reach_the_loss(make_trainer):
@@ -683,8 +705,9 @@ def test_a_batch_of_one_mixes_with_the_previous_steps_patch(make_trainer, traine
         labels = np.where(b, q_previous.argmax(1), q_current.argmax(1))
         mask = np.where(b, q_previous.max(1), q_current.max(1)) >= 0.4
         z, = _logits(trainer, strong)
-        losses.append(_masked_dice_numpy(z, labels, mask))
-        unmixed.append(_masked_dice_numpy(z, q_current.argmax(1), q_current.max(1) >= 0.4))
+        recompute = {"ce": _masked_ce_numpy, "dice": _masked_dice_numpy}[trainer.unsup_loss]
+        losses.append(recompute(z, labels, mask))
+        unmixed.append(recompute(z, q_current.argmax(1), q_current.max(1) >= 0.4))
         assert abs(losses[-1] - unmixed[-1]) > 1e-3  # the mixed pseudo-labels are really another target
     assert len(views) == (2 if trainer_name == "nnUNetTrainerUniMatch" else 1)
     assert curves["unsup_losses"] == pytest.approx(np.mean(losses), rel=1e-4)
@@ -707,7 +730,7 @@ def test_a_batch_above_one_keeps_todays_strong_view_and_no_partner(make_trainer)
         assert partner.tolist() == [1, 2, 3, 0] and torch.equal(boxes, expected_boxes)
         assert torch.equal(strong, cutmix(expected, expected_boxes, partner))
     trainer.compute_losses(x, target, xu)
-    assert trainer.extra_checkpoint_state() == {"cutmix_partner": [None]}
+    assert trainer.extra_checkpoint_state() == {"unsup_loss": "ce", "cutmix_partner": [None]}
 
 
 def test_the_kept_partner_travels_in_the_checkpoint_state(make_trainer, tmp_path):
@@ -743,6 +766,33 @@ def test_the_kept_partner_travels_in_the_checkpoint_state(make_trainer, tmp_path
         Path(other.log_file).read_text()
     other.load_extra_checkpoint_state({})  # a checkpoint from before the partner existed
     assert other._cutmix_partner is None
+
+
+def test_the_unlabeled_loss_travels_in_the_checkpoint_and_old_checkpoints_keep_the_soft_dice(make_trainer):
+    """``--c`` continues with the loss the checkpoint was trained with: recorded since the default became the CE,
+    and for a checkpoint without the record (written before) the loss its trainer had then: the soft Dice for
+    ``nnUNetTrainerFixMatch`` and its budget variants, the CE for ``_ce``. A change is logged, no change is not."""
+    message = "the run continues with"
+    trainer = make_trainer("nnUNetTrainerFixMatch", 2)
+    assert trainer.extra_checkpoint_state()["unsup_loss"] == "ce"
+    trainer.load_extra_checkpoint_state({"unsup_loss": "ce", "cutmix_partner": [None]})
+    assert trainer.unsup_loss == "ce" and message not in Path(trainer.log_file).read_text()
+
+    for name, recorded, expected in (("nnUNetTrainerFixMatch", None, "dice"),
+                                     ("nnUNetTrainerFixMatch_40epochs_50its", None, "dice"),
+                                     ("nnUNetTrainerFixMatch", "dice", "dice"),
+                                     ("nnUNetTrainerFixMatch_ce", None, "ce"),
+                                     ("nnUNetTrainerFixMatch_dice", None, "dice"),
+                                     ("nnUNetTrainerFixMatch_dice", "ce", "ce"),
+                                     ("nnUNetTrainerUniMatch", None, "dice")):
+        resumed = make_trainer(name, 2)
+        default = resumed.unsup_loss
+        resumed.load_extra_checkpoint_state({"cutmix_partner": [None]} if recorded is None else
+                                            {"unsup_loss": recorded, "cutmix_partner": [None]})
+        assert resumed.unsup_loss == expected, (name, recorded)
+        logged = Path(resumed.log_file).read_text() if Path(resumed.log_file).exists() else ""
+        assert (f"trained with unsup_loss '{expected}'" in logged) == (expected != default), (name, recorded)
+        assert resumed.extra_checkpoint_state()["unsup_loss"] == expected  # and the next checkpoint records it
 
 
 # ------------------------------------------------------------------------------------------------- torch.compile
