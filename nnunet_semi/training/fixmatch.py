@@ -360,10 +360,11 @@ class nnUNetTrainerFixMatch_cropflip(nnUNetTrainerFixMatch_dice):
 class nnUNetTrainerFixMatch_gate(nnUNetTrainerFixMatch_dice):
     """Rejected candidate (kept for the record; ACDC validation patients, draw 0 seed 2: −11.79 against
     labeled-only: the gate opened at epoch ~31, and as the weight ramped up the LV's validation pseudo Dice fell
-    from 0.70 to 0.24: the soft Dice unlabeled term hurts after the structures are learned too): the soft Dice FixMatch whose unlabeled term starts only once the network
-    segments every foreground class of its own labeled training batches with Dice >= 0.5 (moving average over ~50
-    steps), then ramps up over 10 % of the steps (``unsup_gate_dice = 0.5``;
-    :class:`~nnunet_semi.schedules.LabeledDiceGate`). Before that it trains as labeled-only nnU-Net.
+    from 0.70 to 0.24: the soft Dice unlabeled term hurts after the structures are learned too): the soft Dice
+    FixMatch whose unlabeled term starts only once the network segments every foreground class of its own labeled
+    training batches with Dice >= 0.5 (moving average over ~50 steps), then ramps up over 10 % of the steps
+    (``unsup_gate_dice = 0.5``; :class:`~nnunet_semi.schedules.LabeledDiceGate`). Before that it trains as
+    labeled-only nnU-Net.
     Why: in the ACDC seeds where FixMatch collapsed, every voxel of the weak views passed tau = 0.95 as background
     during the first epochs (the network predicted no structure yet), so the unlabeled term taught the structures'
     absence before the supervised term had taught them; a lower, adaptive or absent threshold, a fixed ramp-up and a

@@ -695,6 +695,7 @@ def test_a_batch_of_one_mixes_with_the_previous_steps_patch(make_trainer, traine
     _, _, curves = trainer.compute_losses(x1, target1, current)
 
     q_previous, q_current = (_softmax(z) for z in _logits(trainer, previous, current))
+    recompute = {"ce": _masked_ce_numpy, "dice": _masked_dice_numpy}[trainer.unsup_loss]
     losses, unmixed = [], []
     for strong, boxes, partner in views:
         inside = boxes[0]
@@ -705,7 +706,6 @@ def test_a_batch_of_one_mixes_with_the_previous_steps_patch(make_trainer, traine
         labels = np.where(b, q_previous.argmax(1), q_current.argmax(1))
         mask = np.where(b, q_previous.max(1), q_current.max(1)) >= 0.4
         z, = _logits(trainer, strong)
-        recompute = {"ce": _masked_ce_numpy, "dice": _masked_dice_numpy}[trainer.unsup_loss]
         losses.append(recompute(z, labels, mask))
         unmixed.append(recompute(z, q_current.argmax(1), q_current.max(1) >= 0.4))
         assert abs(losses[-1] - unmixed[-1]) > 1e-3  # the mixed pseudo-labels are really another target
