@@ -28,3 +28,5 @@ nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset981_Hippocampus 2d 0 -tr nnUNetTrainerCPS_40epochs_50its -p nnUNetPlansBench16 -device cpu
 nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 981 -c 2d -p nnUNetPlansBench16 -np 2
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_train Dataset981_Hippocampus 2d 0 -tr nnUNetTrainerFixMatch_40epochs_50its -p nnUNetPlansBench16 -device cpu
+nnUNet_results=$WORK/results_seed0 .venv/bin/nnunet_semi_preprocess_unlabeled -d 980 -c 2d -p nnUNetPlansBench16 -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 .venv/bin/nnUNetv2_predict -i $WORK/raw/Dataset980_Hippocampus/imagesTs -o $WORK/predictions/draw0/seed0/fixmatch_ce -d Dataset980_Hippocampus -c 2d -f 0 -tr nnUNetTrainerFixMatch_ce_40epochs_50its -p nnUNetPlansBench16 -device cpu -npp 1 -nps 1 --disable_tta
