@@ -14,6 +14,7 @@ longer budget than the panel's (``cps_2x``) is paired with the labeled-only run 
 import argparse
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -195,10 +196,12 @@ def draw(runs: Dict[str, List[dict]], output: Path = OUTPUT) -> Path:
     entries = panels(runs)
     if not entries:
         raise SystemExit("no profile has labeled-only runs paired with other runs: nothing to draw")
-    heights = [len(e["methods"]) + 1.6 for e in entries]  # rows + room for the title and the axis
+    # a panel's title wrapped to the plot's width (a long one would widen the saved canvas and squeeze every plot)
+    titles = [textwrap.wrap(e["title"].replace("\n", ": "), 105) for e in entries]
+    heights = [len(e["methods"]) + 1.6 + 0.45 * (len(t) - 1) for e, t in zip(entries, titles)]  # rows, title, axis
     fig, axes = plt.subplots(len(entries), 1, figsize=(9.0, 0.8 + 0.3 * sum(heights)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
-    for ax, entry in zip(axes[:, 0], entries):
+    for ax, entry, title in zip(axes[:, 0], entries, titles):
         n = len(entry["methods"])
         for i, (label, gains) in enumerate(entry["methods"]):
             y = n - 1 - i  # best mean gain at the top
@@ -217,15 +220,17 @@ def draw(runs: Dict[str, List[dict]], output: Path = OUTPUT) -> Path:
         ax.margins(x=0.12)
         ax.tick_params(axis="x", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
-        ax.set_title(entry["title"].replace("\n", ": "), fontsize=8, loc="left")
+        ax.set_title("\n".join(title), fontsize=8, loc="left")
     axes[-1, 0].set_xlabel("test Dice minus labeled-only nnU-Net's, same draw, seed and budget (points; a longer\n"
                            "labeled-only run: minus the panel's budget); dot = one run, bar = mean, (n) = runs",
                            fontsize=8)
     fig.suptitle("Measured gain over nnU-Net trained on the labeled cases alone\n"
                  "green: every seed gains, red: every seed loses, gray: mixed", fontsize=9)
-    fig.tight_layout()
+    # leave the suptitle its two lines (tight_layout alone lays the first panel's title under it), and let the
+    # saved canvas grow to the long panel titles and the rightmost annotations rather than cutting them off
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
+    fig.savefig(output, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return output
 
