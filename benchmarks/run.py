@@ -116,11 +116,15 @@ class Runner:
             env["nnUNet_n_proc_DA"] = "0"  # single-process augmentation: reproducible on 2-core machines
             if self.threads:
                 env[THREADS_ENV] = str(self.threads)
+                # nnUNetv2_predict -device cpu sets torch to every core and caps it at nnUNet_def_n_proc (default
+                # 8): beside another chain, 2 threads on 2 busy cores spin against each other and a 2d prediction
+                # that takes ~1 min took 15 (1.4 s per 2d tile). The chain's thread count holds for prediction too.
+                env["nnUNet_def_n_proc"] = str(self.threads)
         return env
 
     def step(self, title: str, cmd: List[str], env: dict, log_name: str) -> float:
         cmd = [str(c) for c in cmd]
-        shown = {k: env[k] for k in ("nnUNet_results", SEED_ENV, "nnUNet_n_proc_DA", THREADS_ENV,
+        shown = {k: env[k] for k in ("nnUNet_results", SEED_ENV, "nnUNet_n_proc_DA", THREADS_ENV, "nnUNet_def_n_proc",
                                      "nnUNet_semi_predict_member") if k in env}
         line = " ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()) + " " + " ".join(map(shlex.quote, cmd))
         line = line.replace(str(self.work), "$WORK").replace(str(REPO) + "/", "")

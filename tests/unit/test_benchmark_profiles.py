@@ -348,3 +348,23 @@ def test_curve_table_lists_the_pseudo_dice_and_the_methods_curves_of_the_checkpo
     assert main([str(tmp_path / "fold_0"), "--every", "3"]) == 0
     with pytest.raises(FileNotFoundError, match="no checkpoint_latest.pth"):
         load_logging(tmp_path)
+
+
+def test_a_chains_thread_count_caps_nnunet_predict_too(tmp_path):
+    """``--threads 1`` gives training (``nnUNet_semi_threads``) and ``nnUNetv2_predict`` (``nnUNet_def_n_proc``, which
+    caps the torch threads that ``-device cpu`` sets to every core) one thread each; nnU-Net reads that variable."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.run import Runner
+
+    profile = PROFILES["hippocampus5-2d-cpu"]
+    env = Runner(profile, tmp_path / "work", tmp_path / "results", threads=1).seed_env(0)
+    assert (env["nnUNet_semi_threads"], env["nnUNet_def_n_proc"]) == ("1", "1")
+    unset = Runner(profile, tmp_path / "work", tmp_path / "results").seed_env(0)
+    assert "nnUNet_semi_threads" not in unset  # without --threads: the runner's default, every core
+    assert unset["nnUNet_def_n_proc"] == os.environ.get("nnUNet_def_n_proc", str(os.cpu_count() or 2))
+    read = subprocess.run([sys.executable, "-c", "from nnunetv2.configuration import default_num_processes as n; "
+                           "print(n)"], env={**env}, capture_output=True, text=True, check=True)
+    assert read.stdout.split()[-1] == "1"
