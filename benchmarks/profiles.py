@@ -123,6 +123,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("cps_single", "nnUNetTrainerCPS", "single-network control: the CPS run of the same seed (same checkpoint, "
            "no training of its own) predicting with its network a alone (nnUNet_semi_predict_member=a): the gain "
            "without the two-network ensemble", predict_env=(("nnUNet_semi_predict_member", "a"),)),
+    Method("dual_stream_single", "nnUNetTrainerDualStreamCL", "single-network control of dual_stream: its checkpoint "
+           "predicting with subnetwork A (the planned nnU-Net) alone (nnUNet_semi_predict_member=a; no training of "
+           "its own)", configurations=("3d_fullres",), predict_env=(("nnUNet_semi_predict_member", "a"),)),
     Method("cps_2x_single", "nnUNetTrainerCPS", "single-network control of cps_2x: its checkpoint predicting with "
            "network a alone (no training of its own)", budget="2x",
            predict_env=(("nnUNet_semi_predict_member", "a"),)),
@@ -228,7 +231,8 @@ HIPPOCAMPUS5_3D_CPU = replace(
                 "3d_fullres: small 3D plans (8..64 features, batch 4 labeled + 4 unlabeled), 40 x 50 iterations, no "
                 "test-time mirroring.",
     configuration="3d_fullres", plans="nnUNetPlansBench3d8",
-    methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single", "all_labeled",
+    methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single",
+             "dual_stream_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
              "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
