@@ -386,6 +386,16 @@ def _dice(record: dict, part: str = "summary", name: str = "mean") -> float:
     return record[part][name]["dice"]["mean"]
 
 
+def trainer_text(records: List[dict]) -> str:
+    """The trainer column of a method's row: its records' trainer, or for an ensemble control (each record names its
+    own pair of seeds) the trainer once with every ensembled pair, ``X x2 (seeds 0+1, 1+2)``."""
+    pairs = [r["ensembled_seeds"] for r in records if r.get("ensembled_seeds")]
+    if pairs and len(pairs) == len(records):
+        base = records[0]["trainer"].split(" x2 (")[0]
+        return f"{base} x2 (seeds {', '.join('+'.join(map(str, p)) for p in pairs)})"
+    return records[0]["trainer"]
+
+
 def reference_of(key: str) -> Optional[str]:
     """The labeled-only method whose run of the same draw and seed a method's gain is paired with: the reference at
     the method's own budget where one is defined (``cps_2x`` against ``labeled_only_2x``: a longer budget helps the
@@ -489,11 +499,11 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
             per_class = [stat(mrs, name, "dice") for name in names]
             hd, assd = stat(mrs, "mean", "hd95"), stat(mrs, "mean", "assd")
             versus = f" vs {ref_key}" if diffs and ref_key != "labeled_only" else ""
-            row = [key, mrs[0]["trainer"], str(n), pm(d, s, n), (gain_text(diffs) + versus) or "—"] + \
+            row = [key, trainer_text(mrs), str(n), pm(d, s, n), (gain_text(diffs) + versus) or "—"] + \
                 ([closed or "—"] if bound else []) + ([val_text] if profile.validation else []) + \
                 [pm(*c) for c in per_class] + [f"{hd[0]:.2f}", f"{assd[0]:.2f}"]
             lines.append("| " + " | ".join(row) + " |")
-            csv.append(",".join(map(str, [draw if draw is not None else "", key, mrs[0]["trainer"], n, d, s,
+            csv.append(",".join(map(str, [draw if draw is not None else "", key, trainer_text(mrs), n, d, s,
                                           np.mean(diffs) if diffs else "", sample_std(diffs) if diffs else "",
                                           closed.rstrip(" %") if closed.endswith("%") else "",
                                           stat(val, "mean", "dice", "validation")[0] if val else ""] +

@@ -368,3 +368,14 @@ def test_a_chains_thread_count_caps_nnunet_predict_too(tmp_path):
     read = subprocess.run([sys.executable, "-c", "from nnunetv2.configuration import default_num_processes as n; "
                            "print(n)"], env={**env}, capture_output=True, text=True, check=True)
     assert read.stdout.split()[-1] == "1"
+
+
+def test_an_ensemble_controls_row_names_every_ensembled_pair_of_seeds():
+    """Each ``labeled_only_ensemble`` record names its own pair of seeds; the table row names them all, not the
+    first record's pair only."""
+    from benchmarks.run import trainer_text
+    records = [{"trainer": "nnUNetTrainerLabeledOnly x2 (seeds 0, 1)", "ensembled_seeds": [0, 1]},
+               {"trainer": "nnUNetTrainerLabeledOnly x2 (seeds 1, 2)", "ensembled_seeds": [1, 2]}]
+    assert trainer_text(records) == "nnUNetTrainerLabeledOnly x2 (seeds 0+1, 1+2)"
+    assert trainer_text(records[1:]) == "nnUNetTrainerLabeledOnly x2 (seeds 1+2)"
+    assert trainer_text([{"trainer": "nnUNetTrainerCPS_40epochs_50its"}] * 2) == "nnUNetTrainerCPS_40epochs_50its"
