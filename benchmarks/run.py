@@ -25,6 +25,7 @@ The protocol (profiles with ``draws``; ``benchmarks/README.md``):
   two-network trainers (two labeled-only networks of different seeds averaged by ``nnUNetv2_ensemble``).
 """
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -472,8 +473,8 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
               "per seed))"] + (["closes (% of labeled-only → all-labeled)"] if bound else []) + \
         (["validation Dice (%)"] if profile.validation else []) + \
         [f"Dice {n} (%)" for n in names] + ["HD95 (mm)", "ASSD (mm)"]
-    csv = [",".join(["draw", "method", "trainer", "seeds", "dice_mean", "dice_sd", "gain", "gain_sd", "closed",
-                     "validation_dice"] + [f"dice_{n}" for n in names] + ["hd95", "assd"])]
+    csv_rows = [["draw", "method", "trainer", "seeds", "dice_mean", "dice_sd", "gain", "gain_sd", "closed",
+                 "validation_dice"] + [f"dice_{n}" for n in names] + ["hd95", "assd"]]
     sections: List[str] = []
     gains_by_method: Dict[str, List[tuple]] = {}  # method -> [(draw, seed, gain)]
     for draw in draws:
@@ -499,23 +500,24 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
             per_class = [stat(mrs, name, "dice") for name in names]
             hd, assd = stat(mrs, "mean", "hd95"), stat(mrs, "mean", "assd")
             versus = f" vs {ref_key}" if diffs and ref_key != "labeled_only" else ""
-            row = [key, trainer_text(mrs), str(n), pm(d, s, n), (gain_text(diffs) + versus) or "—"] + \
+            trainer = trainer_text(mrs)
+            row = [key, trainer, str(n), pm(d, s, n), (gain_text(diffs) + versus) or "—"] + \
                 ([closed or "—"] if bound else []) + ([val_text] if profile.validation else []) + \
                 [pm(*c) for c in per_class] + [f"{hd[0]:.2f}", f"{assd[0]:.2f}"]
             lines.append("| " + " | ".join(row) + " |")
-            csv.append(",".join(map(str, [draw if draw is not None else "", key, trainer_text(mrs), n, d, s,
-                                          np.mean(diffs) if diffs else "", sample_std(diffs) if diffs else "",
-                                          closed.rstrip(" %") if closed.endswith("%") else "",
-                                          stat(val, "mean", "dice", "validation")[0] if val else ""] +
-                                         [m for m, _, _ in per_class] + [hd[0], assd[0]])))
+            csv_rows.append([draw if draw is not None else "", key, trainer, n, d, s,
+                             np.mean(diffs) if diffs else "", sample_std(diffs) if diffs else "",
+                             closed.rstrip(" %") if closed.endswith("%") else "",
+                             stat(val, "mean", "dice", "validation")[0] if val else ""] +
+                            [m for m, _, _ in per_class] + [hd[0], assd[0]])
         title = [] if not multi else [f"### Labeled draw {draw}" + (f" ({_draw_cases(rs)})" if _draw_cases(rs)
                                                                      else ""), ""]
         sections.append("\n".join(title + lines))
     for key, brs in bound_by_method.items():
-        csv.append(",".join(map(str, [BOUND, key, brs[0]["trainer"], len(brs), bound_means[key],
-                                      sample_std([_dice(r) for r in brs]), "", "", "", ""] +
-                                [stat(brs, n, "dice")[0] for n in names] +
-                                [stat(brs, "mean", "hd95")[0], stat(brs, "mean", "assd")[0]])))
+        csv_rows.append([BOUND, key, brs[0]["trainer"], len(brs), bound_means[key],
+                         sample_std([_dice(r) for r in brs]), "", "", "", ""] +
+                        [stat(brs, n, "dice")[0] for n in names] +
+                        [stat(brs, "mean", "hd95")[0], stat(brs, "mean", "assd")[0]])
     headline = []
     if multi and gains_by_method:
         headline = ["### Headline: mean paired gain over the labeled draws", "",
@@ -544,7 +546,8 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
                      f"fraction divides by noise).", ""]
     validation_table = _validation_table(profile, validation_records or [], records)
     table = "\n\n".join(sections)
-    (results / "results.csv").write_text("\n".join(csv) + "\n")
+    with open(results / "results.csv", "w", newline="") as f:  # csv quotes a field with a comma (a trainer's text)
+        csv.writer(f, lineterminator="\n").writerows(csv_rows)
     md = [f"# {profile.name}", "", profile.description, "",
           f"Test cases: labelsTs of the converted dataset; metrics of `nnunet_semi.apps.metrics` (mean over test "
           f"cases, then over seeds: mean ± sample standard deviation (n − 1) when several seeds ran). Gains are "

@@ -379,3 +379,16 @@ def test_an_ensemble_controls_row_names_every_ensembled_pair_of_seeds():
     assert trainer_text(records) == "nnUNetTrainerLabeledOnly x2 (seeds 0+1, 1+2)"
     assert trainer_text(records[1:]) == "nnUNetTrainerLabeledOnly x2 (seeds 1+2)"
     assert trainer_text([{"trainer": "nnUNetTrainerCPS_40epochs_50its"}] * 2) == "nnUNetTrainerCPS_40epochs_50its"
+
+
+def test_results_csv_quotes_a_trainer_text_with_a_comma(tmp_path):
+    """A trainer text with a comma (a hand-named ensemble) stays one field of ``results.csv``: every row parses to
+    the header's width and the field reads back whole."""
+    import csv
+    profile = PROFILES["hippocampus-cpu"]
+    ensemble = _record("labeled_only_ensemble", 0, (0.6, 0.5, 0.58))
+    ensemble["trainer"] = "T x2 (seeds 0, 1)"
+    aggregate(profile, [_record("labeled_only", 0, (0.6, 0.5, 0.55)), ensemble], tmp_path)
+    rows = list(csv.reader((tmp_path / "results.csv").open()))
+    assert {len(r) for r in rows} == {len(rows[0])}
+    assert [r[2] for r in rows if r[1] == "labeled_only_ensemble"] == ["T x2 (seeds 0, 1)"]
