@@ -319,8 +319,9 @@ class Runner:
         seconds = self.step(f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_ensemble seeds {seed} + {partner}",
                             [bin_path("nnUNetv2_ensemble"), "-i", *folders, "-o", out, "-np", "1"], self.env,
                             f"{self._tag(draw)}seed{seed}_{method.key}")
-        record = {"method": method.key, "trainer": f"{trainer_name(member, self.profile)} x2 (seeds {seed}, "
-                  f"{partner})", "seed": seed, "profile": self.profile.name, "dataset": raw.name,
+        member_trainer = trainer_name(member, self.profile)
+        record = {"method": method.key, "trainer": f"{member_trainer} x2 (seeds {seed}, {partner})",
+                  "member_trainer": member_trainer, "seed": seed, "profile": self.profile.name, "dataset": raw.name,
                   "ensembled_seeds": [seed, partner], "timings": {"ensemble_s": seconds},
                   "summary": self.evaluate(raw / "labelsTs", out)}
         if draw is not None:
@@ -389,10 +390,12 @@ def _dice(record: dict, part: str = "summary", name: str = "mean") -> float:
 
 def trainer_text(records: List[dict]) -> str:
     """The trainer column of a method's row: its records' trainer, or for an ensemble control (each record names its
-    own pair of seeds) the trainer once with every ensembled pair, ``X x2 (seeds 0+1, 1+2)``."""
+    own pair of seeds) the trainer once with every ensembled pair, ``X x2 (seeds 0+1, 1+2)``. The member trainer is
+    the record's ``member_trainer``; records written before that field existed give it as the text before " x2 (".
+    """
     pairs = [r["ensembled_seeds"] for r in records if r.get("ensembled_seeds")]
     if pairs and len(pairs) == len(records):
-        base = records[0]["trainer"].split(" x2 (")[0]
+        base = records[0].get("member_trainer") or records[0]["trainer"].split(" x2 (")[0]
         return f"{base} x2 (seeds {', '.join('+'.join(map(str, p)) for p in pairs)})"
     return records[0]["trainer"]
 

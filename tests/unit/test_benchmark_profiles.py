@@ -379,6 +379,32 @@ def test_an_ensemble_controls_row_names_every_ensembled_pair_of_seeds():
     assert trainer_text(records) == "nnUNetTrainerLabeledOnly x2 (seeds 0+1, 1+2)"
     assert trainer_text(records[1:]) == "nnUNetTrainerLabeledOnly x2 (seeds 1+2)"
     assert trainer_text([{"trainer": "nnUNetTrainerCPS_40epochs_50its"}] * 2) == "nnUNetTrainerCPS_40epochs_50its"
+    # the member trainer is read from its own field where the record has it, not parsed from the formatted text
+    assert trainer_text([{"trainer": "hand-named, x2 (seeds 0, 1)", "member_trainer": "T", "ensembled_seeds": [0, 1]}]
+                        ) == "T x2 (seeds 0+1)"
+
+
+def test_the_ensemble_controls_record_stores_its_member_trainer(tmp_path):
+    """``_ensemble_control`` records the ensembled trainer as a field of its own (the row's text is built from it), the
+    pair of seeds, and the paired run's seed; the ensemble and the evaluation are nnU-Net's, stubbed here."""
+    from benchmarks.run import Runner
+
+    profile = PROFILES["hippocampus5-3d-cpu"]
+    runner = Runner(profile, tmp_path / "work", tmp_path / "results", threads=1)
+    member = METHODS["labeled_only"]
+    for seed in (1, 2):
+        runner.run_path(member, seed, 0).parent.mkdir(parents=True, exist_ok=True)
+        runner.run_path(member, seed, 0).write_text("{}")
+        runner.prediction_folder(member, seed, 0).mkdir(parents=True)
+        (runner.prediction_folder(member, seed, 0) / "case.npz").write_bytes(b"")
+    commands = []
+    runner.step = lambda title, cmd, env, tag: commands.append(cmd) or 1.5
+    runner.evaluate = lambda gt, pred, allow_missing=False: {"mean": {}}
+    record = runner._ensemble_control(METHODS["labeled_only_ensemble"], 1, 0, tmp_path / "Dataset980_X")
+    assert record["member_trainer"] == trainer_name(member, profile)
+    assert record["trainer"] == f"{trainer_name(member, profile)} x2 (seeds 1, 2)"
+    assert (record["ensembled_seeds"], record["seed"], record["draw"]) == ([1, 2], 1, 0)
+    assert [str(f) for f in commands[0][2:4]] == [str(runner.prediction_folder(member, s, 0)) for s in (1, 2)]
 
 
 def test_results_csv_quotes_a_trainer_text_with_a_comma(tmp_path):
