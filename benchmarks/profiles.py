@@ -51,6 +51,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("ideal", "nnUNetTrainerIDEAL", "IDEAL (Basak & Yin)", pretrain=(("ideal", ()),)),
     Method("dual_stream", "nnUNetTrainerDualStreamCL", "dual-stream 3D contrastive (paper in shared/papers)",
            configurations=("3d_fullres",)),
+    Method("dual_stream_gate", "nnUNetTrainerDualStreamCL_gate", "candidate: dual_stream whose L_u, L_reg and L_c "
+           "start once the two subnetworks segment every class of their labeled batches with Dice >= 0.5",
+           configurations=("3d_fullres",)),
     Method("mean_teacher", "nnUNetTrainerMeanTeacher", "Mean Teacher (Tarvainen & Valpola 2017)"),
     Method("mean_teacher_dice", "nnUNetTrainerMeanTeacher_dice", "Mean Teacher with soft Dice against the teacher's "
            "argmax as consistency, weight 1 (not the paper's; the lever measured for CPS and FixMatch; an ablation)"),
@@ -234,7 +237,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
     methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single",
              "dual_stream_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
-             "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x"),
+             "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (

@@ -18,7 +18,8 @@ labeled and b unlabeled images::
   segmentation layer, read with a forward hook), L2-normalised; prototypes from the reliable voxels, unreliable
   voxels pulled to their pseudo-label class prototype, prototypes pushed apart;
 * lambda_u = 1, lambda_c = 0.1 e^{4 (1 - t/t_max)^2} as printed (t = iteration; ``lambda_c_exponent = -4`` for the
-  rising reading), ablations ``use_reg`` / ``use_contrastive`` (trainers ``..._noReg`` / ``..._noCon``).
+  rising reading), ablations ``use_reg`` / ``use_contrastive`` (trainers ``..._noReg`` / ``..._noCon``); ``_gate``
+  (not the paper's) holds L_u, L_reg and L_c back until the labeled batches' Dice of every class reaches 0.5.
 
 Where nnU-Net's setting differs from the paper (documented, switchable where it matters):
 
@@ -55,7 +56,7 @@ from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.budgets import add_family_variants
-from nnunet_semi.training.semi_base import nnUNetTrainerSemiSupervised
+from nnunet_semi.training.semi_base import GATE_CURVES, nnUNetTrainerSemiSupervised
 
 ARCHITECTURES = "dynamic_network_architectures.architectures.unet."
 PLAIN, RESIDUAL = "PlainConvUNet", "ResidualEncoderUNet"
@@ -146,6 +147,8 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
         _, splits = self.forward_joint(data, data_unlabeled)
         features = [self._decoder_features.pop(i)[n_labeled:] for i in range(2)]
         sup = [self.loss(out_l, target) for out_l, _ in splits]  # eq. 1, per subnetwork
+        self.observe_labeled([out_l for out_l, _ in splits], target)  # the gate's input (nothing without a gate)
+        gate = self.unsup_gate_factor()  # 1 without a gate (``unsup_gate_dice`` None, the paper's setting)
         logits_u = [full_resolution(out_u) for _, out_u in splits]
         probs_u = [torch.softmax(logits.float(), 1) for logits in logits_u]
 
@@ -166,15 +169,16 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
                                           self.prototype_separation_weight)[0] for f in features]  # eq. 6-7
         else:
             contrastive = [zero, zero]
-        lambda_c = contrastive_weight(t, t_max, self.lambda_c_base, self.lambda_c_exponent)
+        lambda_u = self.lambda_u * gate
+        lambda_c = contrastive_weight(t, t_max, self.lambda_c_base, self.lambda_c_exponent) * gate
 
-        per_network = [s + self.lambda_u * u + lambda_c * c for s, u, c in zip(sup, unsup, contrastive)]
-        loss = per_network[0] + per_network[1] + self.lambda_u * reg  # L_reg's gradient reaches both once
+        per_network = [s + lambda_u * u + lambda_c * c for s, u, c in zip(sup, unsup, contrastive)]
+        loss = per_network[0] + per_network[1] + lambda_u * reg  # L_reg's gradient reaches both once
         l_s, l_u, l_c = 0.5 * (sup[0] + sup[1]), 0.5 * (unsup[0] + unsup[1]), 0.5 * (contrastive[0] + contrastive[1])
-        loss_logged = l_s + self.lambda_u * (l_u + reg) + lambda_c * l_c  # eq. 3 with eq. 2's L_reg inside L_u
+        loss_logged = l_s + lambda_u * (l_u + reg) + lambda_c * l_c  # eq. 3 with eq. 2's L_reg inside L_u
         curves = {"sup_losses": l_s.item(), "unsup_losses": l_u.item(), "reg_losses": reg.item(),
                   "contrastive_losses": l_c.item(), "mdiff_fraction": m_diff.float().mean().item(),
-                  "source_a_fraction": float(source == 0)}
+                  "source_a_fraction": float(source == 0), **self.gate_curves()}
         return loss, loss_logged, curves
 
 
@@ -196,5 +200,21 @@ class nnUNetTrainerDualStreamCL_noCon(nnUNetTrainerDualStreamCL):
         self.use_contrastive = False
 
 
+class nnUNetTrainerDualStreamCL_gate(nnUNetTrainerDualStreamCL):
+    """Candidate (to be decided on validation cases): L_u, L_reg and L_c start only once the two subnetworks together
+    segment every foreground class of their labeled training batches with Dice >= 0.5 (moving average over ~50
+    steps), then ramp up over 10 % of the steps (``unsup_gate_dice = 0.5``, the gate of ``nnUNetTrainerCPS_gate``;
+    :class:`~nnunet_semi.schedules.LabeledDiceGate`). Why: in 3d_fullres on Hippocampus (5 labeled cases) the
+    paper's setting trains from the first step on pseudo-labels of subnetworks that predict no structure yet, so
+    80 % of the unlabeled voxels are "reliable" background; its validation pseudo Dice is still 0 after 10 of 40 epochs
+    (seed 0), where labeled-only reaches ~0.5 by epoch 8, and L_c is 0 (no foreground prototype) for as long."""
+    extra_curves = {**nnUNetTrainerDualStreamCL.extra_curves, **GATE_CURVES}
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.unsup_gate_dice = 0.5
+
+
 DUAL_STREAM_VARIANTS = add_family_variants(nnUNetTrainerDualStreamCL, nnUNetTrainerDualStreamCL_noReg,
-                                           nnUNetTrainerDualStreamCL_noCon)
+                                           nnUNetTrainerDualStreamCL_noCon, nnUNetTrainerDualStreamCL_gate)

@@ -247,6 +247,7 @@ def _stub_trainer(sup_values):
                             prototype_separation_weight=1.0, use_reg=True, use_contrastive=True,
                             unsup_on_source=True).items():
         setattr(trainer, knob, value)
+    trainer.unsup_gate_dice = None  # the unlabeled-term gate of ``_gate`` (off: the paper's setting)
     return trainer
 
 
@@ -284,3 +285,39 @@ def test_ablation_switches_zero_their_terms():
     _, _, curves = trainer.compute_losses(torch.randn(2, 1, 16, 16), [torch.zeros(2, 1, 16, 16)] * 3,
                                           torch.randn(2, 1, 16, 16))
     assert curves["reg_losses"] == 0.0 and curves["contrastive_losses"] == 0.0
+
+
+def test_gate_variant_trains_on_the_labeled_loss_alone_until_it_opens():
+    """``nnUNetTrainerDualStreamCL_gate``: while the gate is closed the loss is L_s of both subnetworks (L_u, L_reg
+    and L_c computed, weighted 0); once open and ramped up it is the ungated loss of the same step."""
+    from types import SimpleNamespace
+
+    from nnunet_semi.training.dual_stream import nnUNetTrainerDualStreamCL_gate
+
+    gated_trainer = nnUNetTrainerDualStreamCL_gate.__new__(nnUNetTrainerDualStreamCL_gate)
+    assert {"unsup_gate", "labeled_dice_ema_min"} <= set(gated_trainer.extra_curves)
+
+    def step(gate_dice, open_step=None):
+        trainer = _stub_trainer((0.3, 0.8))
+        trainer.unsup_gate_dice, trainer.unsup_gate_momentum, trainer.unsup_gate_rampup_fraction = gate_dice, 0.98, 0.1
+        trainer.unlabeled_gate, trainer.is_ddp = None, False
+        trainer.label_manager = SimpleNamespace(ignore_label=None)
+        trainer.step_in_epoch = 2  # step 2 of 10 (the schedules of lambda_c and T read it)
+        if open_step is not None:  # a gate that opened at ``open_step``: its ramp (0.1 x 10 steps) is over at step 2
+            trainer.observe_labeled([torch.zeros(2, 3, 16, 16)], torch.zeros(2, 1, 16, 16))
+            trainer.unlabeled_gate.open_step = open_step
+        torch.manual_seed(1)
+        data, data_u = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+        return trainer.compute_losses(data, [torch.randint(0, 3, (2, 1, 16, 16)).float()] * 3, data_u)
+
+    loss, logged, curves = step(0.5)
+    assert curves["unsup_gate"] == 0.0 and curves["unsup_losses"] == pytest.approx(0.25)
+    assert curves["contrastive_losses"] > 0  # computed, weighted 0
+    assert loss.item() == pytest.approx(0.3 + 0.8) and logged.item() == pytest.approx(0.55)
+    assert 0.0 <= curves["labeled_dice_ema_min"] < 0.5
+
+    open_loss, open_logged, open_curves = step(0.5, open_step=0)
+    free_loss, free_logged, free_curves = step(None)
+    assert open_curves["unsup_gate"] == 1.0 and "unsup_gate" not in free_curves
+    assert open_logged.item() == pytest.approx(free_logged.item(), rel=1e-6)
+    assert open_loss.item() == pytest.approx(free_loss.item(), rel=1e-6) and free_loss.item() > 1.1 + 0.25
