@@ -129,6 +129,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("dual_stream_single", "nnUNetTrainerDualStreamCL", "single-network control of dual_stream: its checkpoint "
            "predicting with subnetwork A (the planned nnU-Net) alone (nnUNet_semi_predict_member=a; no training of "
            "its own)", configurations=("3d_fullres",), predict_env=(("nnUNet_semi_predict_member", "a"),)),
+    Method("dual_stream_b", "nnUNetTrainerDualStreamCL", "diagnostic of dual_stream: its checkpoint predicting with "
+           "subnetwork B (the residual-encoder partner) alone (nnUNet_semi_predict_member=b; no training of its own)",
+           configurations=("3d_fullres",), predict_env=(("nnUNet_semi_predict_member", "b"),)),
     Method("cps_2x_single", "nnUNetTrainerCPS", "single-network control of cps_2x: its checkpoint predicting with "
            "network a alone (no training of its own)", budget="2x",
            predict_env=(("nnUNet_semi_predict_member", "a"),)),
@@ -237,7 +240,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
     methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single",
              "dual_stream_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
-             "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate"),
+             "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate", "dual_stream_b"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
