@@ -240,7 +240,8 @@ HIPPOCAMPUS5_3D_CPU = replace(
     methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single",
              "dual_stream_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
-             "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate", "dual_stream_b"),
+             "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate",
+             "dual_stream_b"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
