@@ -50,7 +50,7 @@ from nnunet_semi.losses.cps import cross_pseudo_supervision, foreground_agreemen
 from nnunet_semi.networks.dual import DualNetwork
 from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.training.budgets import add_family_variants
-from nnunet_semi.training.semi_base import GATE_CURVES, nnUNetTrainerSemiSupervised
+from nnunet_semi.training.semi_base import GatedUnlabeledTerm, nnUNetTrainerSemiSupervised
 
 
 class nnUNetTrainerCPS(nnUNetTrainerSemiSupervised):
@@ -181,19 +181,13 @@ class nnUNetTrainerCPS_rampup(nnUNetTrainerCPS):
         self.cps_rampup_fraction = 0.4
 
 
-class nnUNetTrainerCPS_gate(nnUNetTrainerCPS):
+class nnUNetTrainerCPS_gate(GatedUnlabeledTerm, nnUNetTrainerCPS):
     """Candidate (decided on validation cases): the cross term starts only once both networks together segment every
     foreground class of their labeled training batches with Dice >= 0.5 (moving average over ~50 steps), then ramps
     up over 10 % of the steps (``unsup_gate_dice = 0.5``; :class:`~nnunet_semi.schedules.LabeledDiceGate`). Why: on
     ACDC draw 2 at 1x the cross pseudo-labels of two networks that predict no structure yet teach each other
     background and delay the left ventricle (epoch ~28 of 40 against ~12 for labeled-only); unlike the fixed ramp-up
     of ``_rampup``, the gate waits as long as the draw needs and no longer."""
-    extra_curves = {**nnUNetTrainerCPS.extra_curves, **GATE_CURVES}
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.unsup_gate_dice = 0.5
 
 
 CPS_VARIANTS = add_family_variants(nnUNetTrainerCPS, nnUNetTrainerCPS_dice, nnUNetTrainerCPS_paper,

@@ -56,7 +56,7 @@ from nnunet_semi.networks.dual import DualNetwork, unwrap
 from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.budgets import add_family_variants
-from nnunet_semi.training.semi_base import GATE_CURVES, nnUNetTrainerSemiSupervised
+from nnunet_semi.training.semi_base import GatedUnlabeledTerm, nnUNetTrainerSemiSupervised
 
 ARCHITECTURES = "dynamic_network_architectures.architectures.unet."
 PLAIN, RESIDUAL = "PlainConvUNet", "ResidualEncoderUNet"
@@ -200,7 +200,7 @@ class nnUNetTrainerDualStreamCL_noCon(nnUNetTrainerDualStreamCL):
         self.use_contrastive = False
 
 
-class nnUNetTrainerDualStreamCL_gate(nnUNetTrainerDualStreamCL):
+class nnUNetTrainerDualStreamCL_gate(GatedUnlabeledTerm, nnUNetTrainerDualStreamCL):
     """Candidate (to be decided on validation cases): L_u, L_reg and L_c start only once the two subnetworks together
     segment every foreground class of their labeled training batches with Dice >= 0.5 (moving average over ~50
     steps), then ramp up over 10 % of the steps (``unsup_gate_dice = 0.5``, the gate of ``nnUNetTrainerCPS_gate``;
@@ -209,12 +209,6 @@ class nnUNetTrainerDualStreamCL_gate(nnUNetTrainerDualStreamCL):
     80 % of the unlabeled voxels are "reliable" background; its validation pseudo Dice stays 0 for all 40 epochs
     (seed 0; labeled-only reaches ~0.5 by epoch 8), L_c is 0 throughout (no foreground prototype), and it loses
     -56.72 test Dice against labeled-only."""
-    extra_curves = {**nnUNetTrainerDualStreamCL.extra_curves, **GATE_CURVES}
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.unsup_gate_dice = 0.5
 
 
 DUAL_STREAM_VARIANTS = add_family_variants(nnUNetTrainerDualStreamCL, nnUNetTrainerDualStreamCL_noReg,

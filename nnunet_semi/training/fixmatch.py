@@ -75,7 +75,7 @@ from nnunet_semi.losses.weak_strong import SelfAdaptiveThreshold, confident_pseu
 from nnunet_semi.networks.outputs import full_resolution
 from nnunet_semi.postprocessing import largest_component_per_class
 from nnunet_semi.training.budgets import add_family_variants
-from nnunet_semi.training.semi_base import GATE_CURVES, nnUNetTrainerSemiSupervised
+from nnunet_semi.training.semi_base import GatedUnlabeledTerm, nnUNetTrainerSemiSupervised
 
 
 class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
@@ -357,7 +357,7 @@ class nnUNetTrainerFixMatch_cropflip(nnUNetTrainerFixMatch_dice):
         self.unlabeled_augmentation = "crop_flip"
 
 
-class nnUNetTrainerFixMatch_gate(nnUNetTrainerFixMatch_dice):
+class nnUNetTrainerFixMatch_gate(GatedUnlabeledTerm, nnUNetTrainerFixMatch_dice):
     """Rejected candidate (kept for the record; ACDC validation patients, draw 0 seed 2: −11.79 against
     labeled-only: the gate opened at epoch ~31, and as the weight ramped up the LV's validation pseudo Dice fell
     from 0.70 to 0.24: the soft Dice unlabeled term hurts after the structures are learned too): the soft Dice
@@ -370,12 +370,6 @@ class nnUNetTrainerFixMatch_gate(nnUNetTrainerFixMatch_dice):
     absence before the supervised term had taught them; a lower, adaptive or absent threshold, a fixed ramp-up and a
     milder weak view did not prevent it on every seed and draw. The gate waits, per draw, until the structures
     exist. Curves: the gate factor and the lowest class's labeled-batch Dice average."""
-    extra_curves = {**nnUNetTrainerFixMatch.extra_curves, **GATE_CURVES}
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.unsup_gate_dice = 0.5
 
 
 class nnUNetTrainerFixMatch_SAT(nnUNetTrainerFixMatch_dice):

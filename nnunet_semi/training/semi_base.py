@@ -75,6 +75,28 @@ GATE_CURVES = {"unsup_gate": "unlabeled-term gate (0 closed, ramps to 1)",
                "labeled_dice_ema_min": "labeled-batch Dice, moving average, lowest class"}
 
 
+class GatedUnlabeledTerm:
+    """Mixin of the ``_gate`` variants: the method's unlabeled terms start only once its network(s) segment every
+    foreground class of their labeled training batches with Dice >= :attr:`gate_dice` (moving average,
+    ``unsup_gate_momentum`` per step), then ramp up over ``unsup_gate_rampup_fraction`` of all steps
+    (:class:`~nnunet_semi.schedules.LabeledDiceGate`); before that the trainer trains on its labeled term alone. It
+    sets ``unsup_gate_dice`` and adds :data:`GATE_CURVES` to the class's ``extra_curves``. Put it first:
+    ``class nnUNetTrainerX_gate(GatedUnlabeledTerm, nnUNetTrainerX)``."""
+    #: the labeled-batch Dice (every foreground class) at which the gate opens
+    gate_dice: float = 0.5
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.extra_curves = {**getattr(cls, "extra_curves", {}), **GATE_CURVES}
+
+    # nnUNetTrainer.__init__ records its caller's arguments by inspecting the signature of ``self.__init__``: keep
+    # nnU-Net's explicit signature here, not ``*args, **kwargs``
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.unsup_gate_dice = self.gate_dice
+
+
 class nnUNetTrainerSemiSupervised(nnUNetTrainer):
     """Base class of the semi-supervised trainers (not meant to be trained itself: no unlabeled loss)."""
 

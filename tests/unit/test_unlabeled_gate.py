@@ -105,3 +105,29 @@ def test_the_gate_travels_in_the_checkpoint(make_trainer, tmp_path):
     assert resumed.unlabeled_gate is None
     resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
     assert resumed.unlabeled_gate.state_dict() == trainer.unlabeled_gate.state_dict()
+
+
+def test_every_gate_variant_shares_the_mixin_and_its_budget_variants_keep_the_gate():
+    """The three ``_gate`` trainers are their method's trainer plus :class:`GatedUnlabeledTerm` (first in the MRO),
+    and so are their budget variants (``_2epochs_5its``, ...): same threshold, the gate's curves added to the
+    method's own, nnU-Net's constructor signature kept (nnUNetTrainer records its arguments from it)."""
+    import inspect
+
+    from nnunet_semi.training.cps import CPS_VARIANTS, nnUNetTrainerCPS
+    from nnunet_semi.training.dual_stream import DUAL_STREAM_VARIANTS, nnUNetTrainerDualStreamCL
+    from nnunet_semi.training.fixmatch import FIXMATCH_VARIANTS, nnUNetTrainerFixMatch
+    from nnunet_semi.training.semi_base import GATE_CURVES, GatedUnlabeledTerm, nnUNetTrainerSemiSupervised
+
+    for family, base in ((CPS_VARIANTS, nnUNetTrainerCPS), (FIXMATCH_VARIANTS, nnUNetTrainerFixMatch),
+                         (DUAL_STREAM_VARIANTS, nnUNetTrainerDualStreamCL)):
+        gated = {name: cls for name, cls in family.items() if "_gate" in name}
+        assert len(gated) >= 2, family.keys()  # the _gate class and at least one budget variant of it
+        for name, cls in gated.items():
+            assert issubclass(cls, GatedUnlabeledTerm) and issubclass(cls, base), name
+            assert cls.__mro__.index(GatedUnlabeledTerm) < cls.__mro__.index(nnUNetTrainerSemiSupervised), name
+            assert cls.gate_dice == 0.5
+            assert cls.extra_curves == {**base.extra_curves, **GATE_CURVES}, name
+            assert list(inspect.signature(cls.__init__).parameters) == [
+                "self", "plans", "configuration", "fold", "dataset_json", "device"], name
+        ungated = [name for name, cls in family.items() if issubclass(cls, GatedUnlabeledTerm) and "_gate" not in name]
+        assert ungated == []
