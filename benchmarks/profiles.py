@@ -102,6 +102,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "default since 2026-12-05)"),
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
     Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
+    Method("unimatch_ce", "nnUNetTrainerUniMatch_ce", "candidate: UniMatch with the paper's per-voxel CE over the "
+           "confident voxels (FixMatch's default) instead of the medical code's soft Dice"),
     Method("labeled_only_2x", "nnUNetTrainerLabeledOnly", "the reference at twice the iterations (convergence check)",
            budget="2x"),
     Method("labeled_only_4x", "nnUNetTrainerLabeledOnly", "the reference at four times the iterations (does it "
@@ -206,7 +208,7 @@ ACDC3_CPU = Profile(
     "cpu", 970, datasets.acdc_3_labeled_draw, "2d", "nnUNetPlansBench8LowRes", "_40epochs_50its",
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "labeled_only_2x_ensemble", "cps_single",
      "cps_2x_single", "all_labeled", "labeled_only_2x",
-     "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "cps_nobg", "cps_present", "cps_rampup", "fixmatch_sqdice", "fixmatch_present",
+     "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "unimatch_ce", "cps_nobg", "cps_present", "cps_rampup", "fixmatch_sqdice", "fixmatch_present",
      "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_gate_2x", "fixmatch_ce_2x", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
@@ -217,7 +219,7 @@ ACDC3_CPU = Profile(
     longer_budgets=("2x", "4x", "8x"))
 
 _PROTOCOL_METHODS_2D = ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "cps_single", "all_labeled", "labeled_only_2x",
-                        "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0", "fixmatch_cropflip",
+                        "cps_2x", "unimatch", "unimatch_ce", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0", "fixmatch_cropflip",
                         "fixmatch_gate", "cps_gate", "fixmatch_ce")
 HIPPOCAMPUS5_2D_CPU = Profile(
     "hippocampus5-2d-cpu",
@@ -239,7 +241,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
     configuration="3d_fullres", plans="nnUNetPlansBench3d8",
     methods=("labeled_only", "cps", "fixmatch", "dual_stream", "labeled_only_ensemble", "cps_single",
              "dual_stream_single", "all_labeled",
-             "labeled_only_2x", "cps_2x", "unimatch", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
+             "labeled_only_2x", "cps_2x", "unimatch", "unimatch_ce", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
              "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate",
              "dual_stream_b"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))

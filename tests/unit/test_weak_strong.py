@@ -565,13 +565,16 @@ def test_fixmatch_sat_lcc_keeps_each_classs_largest_pseudo_label_component(make_
     assert total.item() == pytest.approx(sup + _masked_dice_numpy(strong_logits, labels, mask), rel=1e-4)
 
 
-@pytest.mark.parametrize("largest_component", [False, True])
-def test_unimatch_weights_and_feature_stream(make_trainer, largest_component):
-    """With feature dropout 0 the perturbed stream is the weak prediction itself, so L_fp is the masked soft Dice
-    (the default unlabeled loss) of the weak logits against their own pseudo-labels;
-    L = L_s + 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp. ``pseudo_label_largest_component`` reaches UniMatch's
-    pseudo-labels too (each class's largest component, recomputed)."""
-    trainer = make_trainer("nnUNetTrainerUniMatch", 2)
+@pytest.mark.parametrize("trainer_name, largest_component, recompute", [
+    ("nnUNetTrainerUniMatch", False, _masked_dice_numpy), ("nnUNetTrainerUniMatch", True, _masked_dice_numpy),
+    ("nnUNetTrainerUniMatch_ce", False, _masked_ce_numpy)])
+def test_unimatch_weights_and_feature_stream(make_trainer, trainer_name, largest_component, recompute):
+    """With feature dropout 0 the perturbed stream is the weak prediction itself, so L_fp is the unlabeled loss
+    (the default's masked soft Dice; ``_ce``: the paper's masked per-voxel CE) of the weak logits against their own
+    pseudo-labels; L = L_s + 0.5 * (L_s1 + L_s2) / 2 + 0.5 * L_fp. ``pseudo_label_largest_component`` reaches
+    UniMatch's pseudo-labels too (each class's largest component, recomputed)."""
+    trainer = make_trainer(trainer_name, 2)
+    assert trainer.unsup_loss == ("ce" if trainer_name.endswith("_ce") else "dice")
     trainer.feature_perturbation = SkipFeatureDropout(trainer.network, p=0.0)
     trainer.confidence_threshold = 0.4
     trainer.pseudo_label_largest_component = largest_component
@@ -582,9 +585,8 @@ def test_unimatch_weights_and_feature_stream(make_trainer, largest_component):
     q = _softmax(weak)
     labels = _largest_component_numpy(q.argmax(1), 3) if largest_component else q.argmax(1)
     b, part = boxes.numpy(), partner.numpy()
-    l_s = _masked_dice_numpy(strong_logits, np.where(b, labels[part], labels),
-                             np.where(b, q.max(1)[part], q.max(1)) >= 0.4)
-    l_fp = _masked_dice_numpy(weak, labels, q.max(1) >= 0.4)
+    l_s = recompute(strong_logits, np.where(b, labels[part], labels), np.where(b, q.max(1)[part], q.max(1)) >= 0.4)
+    l_fp = recompute(weak, labels, q.max(1) >= 0.4)
     assert curves["unsup_losses"] == pytest.approx(l_s, rel=1e-4)  # both strong views are the fixed one here
     assert curves["fp_losses"] == pytest.approx(l_fp, rel=1e-4)
     assert total.item() == pytest.approx(sup + 0.5 * l_s + 0.5 * l_fp, rel=1e-4)
