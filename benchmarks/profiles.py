@@ -101,9 +101,11 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("fixmatch_ce", "nnUNetTrainerFixMatch_ce", "FixMatch with the paper's CE over the confident voxels (the "
            "default since 2026-12-05)"),
     Method("fixmatch_nocutmix", "nnUNetTrainerFixMatch_noCutMix", "FixMatch without CutMix (ablation)"),
-    Method("unimatch", "nnUNetTrainerUniMatch", "UniMatch (Yang et al. 2023)"),
-    Method("unimatch_ce", "nnUNetTrainerUniMatch_ce", "candidate: UniMatch with the paper's per-voxel CE over the "
-           "confident voxels (FixMatch's default) instead of the medical code's soft Dice"),
+    Method("unimatch", "nnUNetTrainerUniMatch_dice", "UniMatch (Yang et al. 2023) with its medical code's soft Dice "
+           "over the confident voxels (the default until 2026-12-06: the records of the runs made before name "
+           "nnUNetTrainerUniMatch)"),
+    Method("unimatch_ce", "nnUNetTrainerUniMatch_ce", "UniMatch's default since 2026-12-06 (chosen on ACDC's "
+           "validation patients): the paper's per-voxel CE over the confident voxels, FixMatch's default loss"),
     Method("labeled_only_2x", "nnUNetTrainerLabeledOnly", "the reference at twice the iterations (convergence check)",
            budget="2x"),
     Method("labeled_only_4x", "nnUNetTrainerLabeledOnly", "the reference at four times the iterations (does it "
