@@ -79,8 +79,12 @@ from nnunet_semi.training.semi_base import GatedUnlabeledTerm, nnUNetTrainerSemi
 
 
 class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
-    #: the unlabeled loss of a checkpoint that does not record it (written before 2026-12-05, when this trainer's
-    #: default was the soft Dice); checkpoints written since record ``unsup_loss`` and ``--c`` continues with it
+    #: a variant that names its unlabeled loss (``_ce``, ``_dice``) sets it here: the loss it trains with, whatever
+    #: the default becomes, and the loss of its checkpoints that do not record one
+    pinned_unsup_loss: Optional[str] = None
+    #: the unlabeled loss of a checkpoint that does not record it, for the unpinned trainers (written before
+    #: 2026-12-05, when the default was the soft Dice); checkpoints written since record ``unsup_loss`` and ``--c``
+    #: continues with it
     unrecorded_checkpoint_unsup_loss = "dice"
     extra_curves = {
         "sup_losses": "L_s (supervised)",
@@ -94,7 +98,8 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.confidence_threshold = 0.95  # tau
         self.unsup_weight = 1.0  # lambda_u
-        self.unsup_loss = "ce"  # FixMatch Eq. (4), per voxel; "dice": the soft Dice (nnUNetTrainerFixMatch_dice)
+        # FixMatch Eq. (4), per voxel; "dice": the soft Dice (nnUNetTrainerFixMatch_dice)
+        self.unsup_loss = self.pinned_unsup_loss or "ce"
         self.unsup_rampup_fraction = 0.0
         self.cutmix_probability = 0.5
         self.unsup_dice_squared = False  # soft Dice denominator sum p + sum y; True: sum p^2 + sum y (UniMatch's code)
@@ -209,7 +214,7 @@ class nnUNetTrainerFixMatch(nnUNetTrainerSemiSupervised):
         """``--c`` continues the training the checkpoint was written by: with its unlabeled loss (a run started
         before the default changed keeps the soft Dice; logged where it differs from this trainer's), its partner."""
         super().load_extra_checkpoint_state(state)
-        recorded = state.get("unsup_loss", self.unrecorded_checkpoint_unsup_loss)
+        recorded = state.get("unsup_loss", self.pinned_unsup_loss or self.unrecorded_checkpoint_unsup_loss)
         if recorded != self.unsup_loss:
             self.print_to_log_file(f"The checkpoint was trained with unsup_loss '{recorded}' (this trainer's default: "
                                    f"'{self.unsup_loss}'); the run continues with '{recorded}'.")
@@ -243,12 +248,7 @@ class nnUNetTrainerFixMatch_ce(nnUNetTrainerFixMatch):
     """The default (FixMatch's own unlabeled loss: per-voxel CE over the confident voxels, ``1/|V|`` normalised)
     under its explicit name, the trainer of the benchmarks' ``fixmatch_ce`` runs: it stays the CE whatever the
     default becomes."""
-    unrecorded_checkpoint_unsup_loss = "ce"
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.unsup_loss = "ce"
+    pinned_unsup_loss = "ce"
 
 
 class nnUNetTrainerFixMatch_dice(nnUNetTrainerFixMatch):
@@ -256,11 +256,7 @@ class nnUNetTrainerFixMatch_dice(nnUNetTrainerFixMatch):
     records name ``nnUNetTrainerFixMatch`` where they ran before that). Measured: +6.85 on ``hippocampus5-cpu``'s
     test cases (3 seeds), where it was chosen; on validation cases +3.27 (Hippocampus 2d), −5.81 (3d_fullres) and on
     ACDC a collapsed structure on some seeds (module docstring). The base of the variants measured with it."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.unsup_loss = "dice"
+    pinned_unsup_loss = "dice"
 
 
 class nnUNetTrainerFixMatch_noCutMix(nnUNetTrainerFixMatch_dice):

@@ -120,12 +120,7 @@ class nnUNetTrainerUniMatch_ce(nnUNetTrainerUniMatch):
     benchmarks' ``unimatch_ce`` runs: it stays the CE whatever the default becomes. Chosen on ACDC's validation
     patients (draw 0, seed 0, 3 labeled patients): 60.54 validation Dice against the soft Dice's 25.73 and
     labeled-only's 43.85."""
-    unrecorded_checkpoint_unsup_loss = "ce"
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.unsup_loss = "ce"
+    pinned_unsup_loss = "ce"
 
 
 class nnUNetTrainerUniMatch_dice(nnUNetTrainerUniMatch):
@@ -134,12 +129,7 @@ class nnUNetTrainerUniMatch_dice(nnUNetTrainerUniMatch):
     on ``hippocampus5-cpu`` (3 seeds, its test cases); on ACDC (draw 0, seed 0) it collapses: 92-99 % of the
     weak-view voxels pass tau = 0.95 from epoch 4 on and ~1 % of them are a structure, the myocardium's validation
     pseudo Dice falls from 0.42 (epoch 12) to 0.00-0.04, test 31.57 against labeled-only's 54.10."""
-    unrecorded_checkpoint_unsup_loss = "dice"
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.unsup_loss = "dice"
+    pinned_unsup_loss = "dice"
 
 
 UNIMATCH_VARIANTS = add_family_variants(nnUNetTrainerUniMatch, nnUNetTrainerUniMatch_noFP, nnUNetTrainerUniMatch_ce,
