@@ -211,5 +211,15 @@ class nnUNetTrainerDualStreamCL_gate(GatedUnlabeledTerm, nnUNetTrainerDualStream
     -56.72 test Dice against labeled-only."""
 
 
+class nnUNetTrainerDualStreamCL_gate_noReg(GatedUnlabeledTerm, nnUNetTrainerDualStreamCL_noReg):
+    """Candidate (to be decided on validation cases): ``_gate`` without the consistency regularisation L_reg
+    (eq. 4-5; the paper's own ablation ``_noReg``, Sec. 3.3). Why: with ``_gate`` in 3d_fullres on Hippocampus
+    (seed 0, validation 74.90 against labeled-only's 81.59) the structures' validation pseudo Dice falls from
+    0.77 / 0.81 to 0.35-0.67 once the gate opens, while L_u is 0.001-0.01 and L_c mostly 0; L_reg is 0.3-1.5,
+    concentrated on the <= 0.3 % of the voxels where the two subnetworks confidently disagree, and is the likeliest
+    cause."""
+
+
 DUAL_STREAM_VARIANTS = add_family_variants(nnUNetTrainerDualStreamCL, nnUNetTrainerDualStreamCL_noReg,
-                                           nnUNetTrainerDualStreamCL_noCon, nnUNetTrainerDualStreamCL_gate)
+                                           nnUNetTrainerDualStreamCL_noCon, nnUNetTrainerDualStreamCL_gate,
+                                           nnUNetTrainerDualStreamCL_gate_noReg)

@@ -13,6 +13,7 @@ from nnunet_semi.losses.dual_stream import (class_prototypes, confident_disagree
                                             normalized_entropy, prototype_loss, pseudo_label_source, reliable_mask)
 from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.dual_stream import _keep_output, nnUNetTrainerDualStreamCL, partner_architecture
+from tests.unit.test_teacher_family import _batch, make_trainer  # noqa: F401 (fixture: a real trainer)
 
 
 def _probs(rng, shape, scale=3.0):
@@ -321,3 +322,17 @@ def test_gate_variant_trains_on_the_labeled_loss_alone_until_it_opens():
     assert open_curves["unsup_gate"] == 1.0 and "unsup_gate" not in free_curves
     assert open_logged.item() == pytest.approx(free_logged.item(), rel=1e-6)
     assert open_loss.item() == pytest.approx(free_loss.item(), rel=1e-6) and free_loss.item() > 1.1 + 0.25
+
+
+
+
+def test_gate_noreg_variant_is_gated_and_drops_l_reg(make_trainer):
+    """``nnUNetTrainerDualStreamCL_gate_noReg`` built by nnU-Net's constructor: the gate's threshold and curves
+    (``_gate``) with L_reg off (the paper's ``_noReg`` ablation) and L_c on; ``_gate`` itself keeps L_reg. (That
+    ``use_reg = False`` zeroes L_reg in the step: :func:`test_ablation_switches_zero_their_terms`.)"""
+    trainer = make_trainer("nnUNetTrainerDualStreamCL_gate_noReg", 2)
+    assert trainer.use_reg is False and trainer.use_contrastive is True and trainer.unsup_gate_dice == 0.5
+    assert {"unsup_gate", "labeled_dice_ema_min", "reg_losses"} <= set(trainer.extra_curves)
+    assert trainer.unsup_gate_factor() == 0.0  # closed until the labeled Dice reaches 0.5
+    gated = make_trainer("nnUNetTrainerDualStreamCL_gate", 2)
+    assert gated.use_reg is True and gated.unsup_gate_dice == 0.5
