@@ -26,8 +26,10 @@ BUDGET = re.compile(r"_(\d+)epochs(?:_(\d+)its)?$")
 #: trainers that are another trainer's default under an explicit name (the benchmark runs were made with them), and
 #: FixMatch's former default: the trainer ``nnUNetTrainerFixMatch`` used the soft Dice until 2026-12-05, when its
 #: default became the paper's CE; every benchmark run under that plain name was made before (the benchmarks name
-#: ``_dice`` and ``_ce`` explicitly), so those runs are the soft Dice's and the CE's runs are the default's
-DEFAULT_ALIASES = {"CPS_dice": "CPS", "FixMatch_ce": "FixMatch", "FixMatch": "FixMatch_dice"}
+#: ``_dice`` and ``_ce`` explicitly), so those runs are the soft Dice's and the CE's runs are the default's. The same
+#: holds for UniMatch, whose default became the CE on 2026-12-06
+DEFAULT_ALIASES = {"CPS_dice": "CPS", "FixMatch_ce": "FixMatch", "FixMatch": "FixMatch_dice",
+                   "UniMatch_ce": "UniMatch", "UniMatch": "UniMatch_dice"}
 
 
 def mean_dice(record: dict) -> float:
@@ -125,9 +127,12 @@ def run_label(record: dict, reference_trainer: str) -> str:
     label = method_label(record["trainer"], reference_trainer)
     try:
         from benchmarks.profiles import METHODS
-        env = dict(METHODS[record["method"]].predict_env) if record["method"] in METHODS else {}
+        method = METHODS.get(record["method"])
     except ImportError:
-        env = {}
+        method = None
+    if method is not None and method.runner == "self_training":  # its trainer is the reference's: name the method
+        return "self-training (1 round of " + label + ")"
+    env = dict(method.predict_env) if method is not None else {}
     member = env.get("nnUNet_semi_predict_member")
     return label + f" (network {member} alone)" if member else label
 

@@ -111,3 +111,15 @@ def test_fixmatchs_runs_are_labeled_by_the_loss_they_ran_with():
     assert gf.method_label("nnUNetTrainerFixMatch_ce_40epochs_50its", ref) == "FixMatch"
     assert gf.method_label("nnUNetTrainerFixMatch_ce_80epochs_50its", ref) == "FixMatch (80 x 50 its)"
     assert gf.method_label("nnUNetTrainerCPS_dice_40epochs_50its", ref) == "CPS"
+    # UniMatch's default became the CE on 2026-12-06: the same relabelling
+    assert gf.method_label("nnUNetTrainerUniMatch_40epochs_50its", ref) == "UniMatch_dice"
+    assert gf.method_label("nnUNetTrainerUniMatch_dice_40epochs_50its", ref) == "UniMatch_dice"
+    assert gf.method_label("nnUNetTrainerUniMatch_ce_40epochs_50its", ref) == "UniMatch"
+
+
+def test_self_training_runs_are_not_labeled_as_the_reference():
+    """Self-training trains the reference's own trainer (two rounds): its row must not read ``LabeledOnly``."""
+    ref = "nnUNetTrainerLabeledOnly_40epochs_50its"
+    record = {"method": "self_training", "trainer": ref, "seed": 0}
+    assert gf.run_label(record, ref) == "self-training (1 round of LabeledOnly)"
+    assert gf.run_label({**record, "method": "labeled_only"}, ref) == "LabeledOnly"
