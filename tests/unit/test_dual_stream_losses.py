@@ -13,7 +13,7 @@ from nnunet_semi.losses.dual_stream import (class_prototypes, confident_disagree
                                             normalized_entropy, prototype_loss, pseudo_label_source, reliable_mask)
 from nnunet_semi.schedules import confidence_threshold, contrastive_weight
 from nnunet_semi.training.dual_stream import _keep_output, nnUNetTrainerDualStreamCL, partner_architecture
-from tests.unit.test_teacher_family import _batch, make_trainer  # noqa: F401 (fixture: a real trainer)
+from tests.unit.test_teacher_family import make_trainer  # noqa: F401 (fixture: a real trainer)
 
 
 def _probs(rng, shape, scale=3.0):
