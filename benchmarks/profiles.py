@@ -66,6 +66,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
     Method("dtc", "nnUNetTrainerDTC", "DTC (Luo et al. 2021)"),
     Method("bcp", "nnUNetTrainerBCP", "BCP (Bai et al. 2023)"),
     Method("pl_contrast", "nnUNetTrainerPLContrast", "pseudo-label local contrastive (Chaitanya et al. 2023)"),
+    Method("pl_contrast_pi", "nnUNetTrainerPLContrastPI", "pl_contrast started from the global+local contrastive "
+           "pretraining (Chaitanya et al. 2023, Table III \"PI. + Proposed method\")", pretrain=(("globallocal", ()),)),
     Method("fixmatch", "nnUNetTrainerFixMatch_dice", "FixMatch (Sohn et al. 2020; UniMatch Sec. 3.1), soft Dice over "
            "the confident voxels (UniMatch's medical loss; the default until 2026-12-05: the records of the runs made "
            "before name nnUNetTrainerFixMatch)"),
@@ -215,7 +217,7 @@ ACDC3_CPU = Profile(
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "labeled_only_2x_ensemble", "cps_single",
      "cps_2x_single", "all_labeled", "labeled_only_2x",
      "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "unimatch_ce", "unimatch_ce_2x", "cps_nobg", "cps_present", "cps_rampup", "fixmatch_sqdice", "fixmatch_present",
-     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_gate_2x", "fixmatch_ce_2x", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "bcp"),
+     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_gate_2x", "fixmatch_ce_2x", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "pl_contrast_pi", "bcp"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,
