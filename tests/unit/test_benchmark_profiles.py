@@ -134,6 +134,17 @@ def test_protocol_aggregate_pairs_by_draw_and_seed_headlines_the_mean_over_draws
     assert "All-labeled bound" in (tmp_path / "results.md").read_text()
 
 
+def test_the_closed_fraction_of_a_method_run_on_fewer_seeds_is_measured_from_its_paired_references(tmp_path):
+    """cps ran seed 0 only, the reference seeds 0 and 1: the distance to the bound is seed 0's (85 - 50 = 35), not
+    the reference's mean over both seeds (85 - 55 = 30)."""
+    profile = PROFILES["acdc3-cpu"]
+    records = [_draw_record("labeled_only", 0, 0, 0.50), _draw_record("labeled_only", 0, 1, 0.60),
+               _draw_record("cps", 0, 0, 0.57), _draw_record("all_labeled", "all", 0, 0.85)]
+    draw0 = aggregate(profile, records, tmp_path).split("### Labeled draw 0")[1]
+    cps0 = next(line for line in draw0.splitlines() if line.startswith("| cps |"))
+    assert "| +7.00 (1: +7.00) | 20 % |" in cps0  # 7 / 35; measured from the mean reference it would read 23 %
+
+
 def test_no_closed_fraction_where_the_bound_is_within_noise_of_the_reference(tmp_path):
     """A bound 1 point above the reference (a budget too short for the bound) would turn a +6 gain into "600 %":
     the fraction is left out ("—") below BOUND_MARGIN points, and kept above it."""
