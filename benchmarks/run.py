@@ -488,12 +488,13 @@ def aggregate(profile: Profile, records: List[dict], results: Path,
             d, s, n = stat(mrs, "mean", "dice")
             ref_key = reference_of(key)
             base = by_method.get(ref_key, []) if ref_key else []
+            paired_seeds = {r["seed"] for r in mrs} & {b["seed"] for b in base}
             # the fraction's distance is measured from the reference runs the gains are paired with (a method run on
             # seed 0 only is not measured from the mean of the reference's seeds 0-2)
-            paired_base = [b for b in base if b["seed"] in {r["seed"] for r in mrs}]
+            paired_base = [b for b in base if b["seed"] in paired_seeds]
             base_mean = float(np.mean([_dice(r) for r in paired_base])) if paired_base else None
             diffs = paired_gains(mrs, base) if ref_key else []
-            for r, g in zip([r for r in mrs if (r["seed"]) in {b["seed"] for b in base}], diffs):
+            for r, g in zip([r for r in mrs if r["seed"] in paired_seeds], diffs):
                 gains_by_method.setdefault(key, []).append((draw, r["seed"], g))
             closed = ""
             if (bound_dice is not None and base_mean is not None and diffs and
