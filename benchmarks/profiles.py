@@ -98,6 +98,8 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            "labeled_only_2x)", budget="2x"),
     Method("unimatch_ce_2x", "nnUNetTrainerUniMatch_ce", "unimatch_ce (UniMatch's default) at twice the iterations "
            "(against labeled_only_2x)", budget="2x"),
+    Method("bcp_2x", "nnUNetTrainerBCP", "bcp at twice the iterations (against labeled_only_2x): its labeled "
+           "copy-paste stage gets twice the steps before the teacher's pseudo-labels count", budget="2x"),
     Method("fixmatch_gate_2x", "nnUNetTrainerFixMatch_gate", "fixmatch_gate at twice the iterations (against "
            "labeled_only_2x)", budget="2x"),
     Method("fixmatch_sat", "nnUNetTrainerFixMatch_SAT", "candidate: FixMatch with FreeMatch's self-adaptive class-wise "
@@ -217,7 +219,7 @@ ACDC3_CPU = Profile(
     ("labeled_only", "cps", "fixmatch", "labeled_only_ensemble", "labeled_only_2x_ensemble", "cps_single",
      "cps_2x_single", "all_labeled", "labeled_only_2x",
      "labeled_only_4x", "labeled_only_8x", "all_labeled_4x", "cps_2x", "cps_4x", "fixmatch_2x", "self_training", "unimatch", "unimatch_ce", "unimatch_ce_2x", "cps_nobg", "cps_present", "cps_rampup", "fixmatch_sqdice", "fixmatch_present",
-     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_gate_2x", "fixmatch_ce_2x", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "pl_contrast_pi", "bcp"),
+     "fixmatch_rampup", "fixmatch_tau80", "fixmatch_tau0", "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_gate_2x", "fixmatch_ce_2x", "fixmatch_sat", "fixmatch_sat_lcc", "cps_paper", "fixmatch_ce", "ccm_cps", "ideal", "mmgl", "pl_contrast", "pl_contrast_pi", "bcp", "bcp_2x"),
     seeds=(0, 1, 2), make_plans=dict(base_features=8, max_features=64, batch_size=8, configurations=["2d"],
                                      spacing_factor=2.0),
     preprocess_plans=True,
