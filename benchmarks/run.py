@@ -242,10 +242,13 @@ class Runner:
         for pre_method, extra in method.pretrain:
             final = self._pretrain_checkpoint(env, pre_method, raw)
             if final is None:
+                # an interrupted pretraining (checkpoint_latest.pth of this method, no final) continues from its
+                # last epoch with nnunet_semi_pretrain's --c, as an interrupted training does with nnU-Net's
+                resume = ["--c"] if self._interrupted_pretraining(env, pre_method, raw) else []
                 timings[f"pretrain_{pre_method}_s"] = self.step(
-                    f"seed {seed} {method.key}: pretraining {pre_method}",
+                    f"seed {seed} {method.key}: pretraining {pre_method}" + (" --c" if resume else ""),
                     [bin_path("nnunet_semi_pretrain"), "-d", raw.name, "-c", p.configuration, "-p", p.plans,
-                     "-m", pre_method, "-device", p.device, *p.pretrain_budget, *extra], env,
+                     "-m", pre_method, "-device", p.device, *p.pretrain_budget, *extra, *resume], env,
                     f"{self._tag(draw)}seed{seed}_pretrain_{pre_method}")
                 final = self._pretrain_checkpoint(env, pre_method, raw)
             pretrained[pre_method] = str(final)
@@ -361,6 +364,18 @@ class Runner:
 
         wanted = PRETRAINERS[pre_method].method_name  # what the checkpoint records (e.g. "MMGLGlobal")
         return next((path for path in found if self._pretraining_method(path) == wanted), None)
+
+    def _interrupted_pretraining(self, env: dict, pre_method: str, raw: Optional[Path] = None) -> bool:
+        """Whether ``pre_method`` has a ``checkpoint_latest.pth`` without a ``checkpoint_final.pth`` beside it (a
+        killed chain or an ended session): it is then continued with ``--c`` instead of started again."""
+        raw = raw if raw is not None else self.raw
+        base = Path(env["nnUNet_results"]) / raw.name
+        from pretraining.cli import PRETRAINERS
+
+        wanted = PRETRAINERS[pre_method].method_name
+        return any(not (latest.parent / "checkpoint_final.pth").is_file() and self._pretraining_method(latest) == wanted
+                   for latest in sorted(base.glob(f"*Pretrain__{self.profile.plans}__{self.profile.configuration}/"
+                                                  f"fold_0/checkpoint_latest.pth")))
 
     @staticmethod
     def _pretraining_method(path: Path) -> str:

@@ -1,6 +1,7 @@
 """The benchmark definitions stay runnable: every method names a registered trainer (with the profile's budget
 variant) and pretraining method; the tables compute the gain over the labeled-only reference."""
 import json
+from pathlib import Path
 
 from dataclasses import replace
 
@@ -243,6 +244,38 @@ def test_the_single_network_control_reuses_the_cps_checkpoint_and_predicts_with_
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0))
     runner.step("t", ["nnUNetv2_predict"], {**env, "nnUNet_semi_predict_member": "a"}, "t")
     assert "nnUNet_semi_predict_member=a nnUNetv2_predict" in runner._ran[0]
+
+
+def test_an_interrupted_pretraining_continues_with_c(tmp_path, monkeypatch):
+    """A pretraining folder with checkpoint_latest.pth of the method (no final) is continued with
+    nnunet_semi_pretrain's --c; another method's interrupted pretraining, or none, starts fresh."""
+    import torch
+
+    from benchmarks.run import Runner
+
+    profile = PROFILES["acdc3-cpu"]
+    runner = Runner(profile, tmp_path / "work", tmp_path / "results")
+    raw = tmp_path / "work" / "raw" / "Dataset970_ACDC"
+    runner.raw_by_draw[0] = raw
+    calls = []
+    monkeypatch.setattr(runner, "step", lambda title, cmd, env, log_name: calls.append([str(c) for c in cmd]) or 1.0)
+    monkeypatch.setattr(runner, "evaluate", lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": 0.5}}})
+    monkeypatch.setattr(runner, "_train_log_timing", lambda fold: {})
+    env = runner.seed_env(0)
+    base = Path(env["nnUNet_results"]) / raw.name
+    for name in ("MMGLGlobal", "CCM"):  # MMGL's stage 1 interrupted; CCM's too (another method)
+        folder = base / f"{name}Pretrain__{profile.plans}__2d" / "fold_0"
+        folder.mkdir(parents=True)
+        torch.save({"pretraining": {"method": name}, "epoch": 3}, folder / "checkpoint_latest.pth")
+    assert runner._interrupted_pretraining(env, "mmgl_global", raw)
+    assert not runner._interrupted_pretraining(env, "mmgl_local", raw)
+    runner.run_method(METHODS["mmgl"], 0, 0, validation_only=True)
+    pretrain = {c[c.index("-m") + 1]: c for c in calls if c[0].endswith("nnunet_semi_pretrain")}
+    assert pretrain["mmgl_global"][-1] == "--c" and "--c" not in pretrain["mmgl_local"]
+    # once the final checkpoint exists it is no longer interrupted (and the pretraining is not run again)
+    final = base / f"MMGLGlobalPretrain__{profile.plans}__2d" / "fold_0" / "checkpoint_final.pth"
+    torch.save({"pretraining": {"method": "MMGLGlobal"}}, final)
+    assert not runner._interrupted_pretraining(env, "mmgl_global", raw)
 
 
 def test_an_interrupted_training_continues_with_c(tmp_path, monkeypatch):
