@@ -52,12 +52,18 @@ def case_counts(pred: np.ndarray, gt: np.ndarray, labels: Sequence[int], bins: i
     return counts
 
 
-def error_counts(pred_dir: Path, gt_dir: Path, labels: Sequence[int], bins: int) -> Tuple[Dict[str, np.ndarray], int]:
-    """The counts of :func:`case_counts` summed over every case of ``pred_dir``; and the number of cases."""
+def prediction_files(pred_dir: Path) -> List[Path]:
+    """The ``.nii.gz`` files of ``pred_dir``, sorted; one clear error when there are none."""
     files = sorted(Path(pred_dir).glob("*.nii.gz"))
     if not files:
         raise FileNotFoundError(f"{pred_dir}: no .nii.gz predictions. Fix: pass the output folder of "
                                 f"nnUNetv2_predict.")
+    return files
+
+
+def error_counts(pred_dir: Path, gt_dir: Path, labels: Sequence[int], bins: int) -> Tuple[Dict[str, np.ndarray], int]:
+    """The counts of :func:`case_counts` summed over every case of ``pred_dir``; and the number of cases."""
+    files = prediction_files(pred_dir)
     total = None
     for f in files:
         reference = Path(gt_dir) / f.name
@@ -108,11 +114,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     labels = args.labels
     if labels is None:
-        first = sorted(Path(args.pred_dir).glob("*.nii.gz"))
-        if not first:
-            raise FileNotFoundError(f"{args.pred_dir}: no .nii.gz predictions. Fix: pass the output folder of "
-                                    f"nnUNetv2_predict.")
-        labels = [int(v) for v in np.unique(read_case(Path(args.gt_dir) / first[0].name)) if v != 0]
+        first = prediction_files(args.pred_dir)[0]
+        labels = [int(v) for v in np.unique(read_case(Path(args.gt_dir) / first.name)) if v != 0]
     names = args.names or [str(v) for v in labels]
     if len(names) != len(labels):
         parser.error(f"--names gives {len(names)} names for {len(labels)} labels")

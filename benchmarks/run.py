@@ -355,27 +355,25 @@ class Runner:
         raw = raw if raw is not None else self.raw
         return Path(results_root) / raw.name / f"{trainer}__{p.plans}__{p.configuration}" / "fold_0"
 
-    def _pretrain_checkpoint(self, env: dict, pre_method: str, raw: Optional[Path] = None) -> Optional[Path]:
+    def _pretraining_file(self, env: dict, pre_method: str, raw: Optional[Path], file_name: str) -> Optional[Path]:
+        """``file_name`` (``checkpoint_final.pth`` / ``checkpoint_latest.pth``) of ``pre_method``'s pretraining in
+        this seed's results: the first of the profile's ``*Pretrain`` folders whose checkpoint records the method."""
         raw = raw if raw is not None else self.raw
         base = Path(env["nnUNet_results"]) / raw.name
-        found = sorted(base.glob(f"*Pretrain__{self.profile.plans}__{self.profile.configuration}/fold_0/"
-                                 f"checkpoint_final.pth"))
+        found = sorted(base.glob(f"*Pretrain__{self.profile.plans}__{self.profile.configuration}/fold_0/{file_name}"))
         from pretraining.cli import PRETRAINERS
 
         wanted = PRETRAINERS[pre_method].method_name  # what the checkpoint records (e.g. "MMGLGlobal")
         return next((path for path in found if self._pretraining_method(path) == wanted), None)
 
-    def _interrupted_pretraining(self, env: dict, pre_method: str, raw: Optional[Path] = None) -> bool:
-        """Whether ``pre_method`` has a ``checkpoint_latest.pth`` without a ``checkpoint_final.pth`` beside it (a
-        killed chain or an ended session): it is then continued with ``--c`` instead of started again."""
-        raw = raw if raw is not None else self.raw
-        base = Path(env["nnUNet_results"]) / raw.name
-        from pretraining.cli import PRETRAINERS
+    def _pretrain_checkpoint(self, env: dict, pre_method: str, raw: Optional[Path] = None) -> Optional[Path]:
+        return self._pretraining_file(env, pre_method, raw, "checkpoint_final.pth")
 
-        wanted = PRETRAINERS[pre_method].method_name
-        return any(not (latest.parent / "checkpoint_final.pth").is_file() and self._pretraining_method(latest) == wanted
-                   for latest in sorted(base.glob(f"*Pretrain__{self.profile.plans}__{self.profile.configuration}/"
-                                                  f"fold_0/checkpoint_latest.pth")))
+    def _interrupted_pretraining(self, env: dict, pre_method: str, raw: Optional[Path] = None) -> bool:
+        """Whether ``pre_method`` has a ``checkpoint_latest.pth`` and no ``checkpoint_final.pth`` (a killed chain or
+        an ended session): it is then continued with ``--c`` instead of started again."""
+        return (self._pretrain_checkpoint(env, pre_method, raw) is None and
+                self._pretraining_file(env, pre_method, raw, "checkpoint_latest.pth") is not None)
 
     @staticmethod
     def _pretraining_method(path: Path) -> str:

@@ -246,11 +246,8 @@ def test_the_single_network_control_reuses_the_cps_checkpoint_and_predicts_with_
     assert "nnUNet_semi_predict_member=a nnUNetv2_predict" in runner._ran[0]
 
 
-def test_an_interrupted_pretraining_continues_with_c(tmp_path, monkeypatch):
-    """A pretraining folder with checkpoint_latest.pth of the method (no final) is continued with
-    nnunet_semi_pretrain's --c; another method's interrupted pretraining, or none, starts fresh."""
-    import torch
-
+def _recording_runner(tmp_path, monkeypatch):
+    """An acdc3-cpu runner (draw 0) whose steps are recorded as commands in ``calls`` instead of run."""
     from benchmarks.run import Runner
 
     profile = PROFILES["acdc3-cpu"]
@@ -261,6 +258,15 @@ def test_an_interrupted_pretraining_continues_with_c(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "step", lambda title, cmd, env, log_name: calls.append([str(c) for c in cmd]) or 1.0)
     monkeypatch.setattr(runner, "evaluate", lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": 0.5}}})
     monkeypatch.setattr(runner, "_train_log_timing", lambda fold: {})
+    return profile, runner, raw, calls
+
+
+def test_an_interrupted_pretraining_continues_with_c(tmp_path, monkeypatch):
+    """A pretraining folder with checkpoint_latest.pth of the method (no final) is continued with
+    nnunet_semi_pretrain's --c; another method's interrupted pretraining, or none, starts fresh."""
+    import torch
+
+    profile, runner, raw, calls = _recording_runner(tmp_path, monkeypatch)
     env = runner.seed_env(0)
     base = Path(env["nnUNet_results"]) / raw.name
     for name in ("MMGLGlobal", "CCM"):  # MMGL's stage 1 interrupted; CCM's too (another method)
@@ -281,16 +287,7 @@ def test_an_interrupted_pretraining_continues_with_c(tmp_path, monkeypatch):
 def test_an_interrupted_training_continues_with_c(tmp_path, monkeypatch):
     """A fold with checkpoint_latest.pth but no checkpoint_final.pth (a killed chain) is continued with nnU-Net's
     --c; a fresh fold trains without it; a finished fold trains nothing."""
-    from benchmarks.run import Runner
-
-    profile = PROFILES["acdc3-cpu"]
-    runner = Runner(profile, tmp_path / "work", tmp_path / "results")
-    raw = tmp_path / "work" / "raw" / "Dataset970_ACDC"
-    runner.raw_by_draw[0] = raw
-    calls = []
-    monkeypatch.setattr(runner, "step", lambda title, cmd, env, log_name: calls.append([str(c) for c in cmd]) or 1.0)
-    monkeypatch.setattr(runner, "evaluate", lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": 0.5}}})
-    monkeypatch.setattr(runner, "_train_log_timing", lambda fold: {})
+    profile, runner, raw, calls = _recording_runner(tmp_path, monkeypatch)
     fold = runner.fold_folder(runner.seed_env(0)["nnUNet_results"], trainer_name(METHODS["labeled_only"], profile),
                               raw)
     runner.run_method(METHODS["labeled_only"], 0, 0, validation_only=True)
