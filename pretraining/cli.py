@@ -91,7 +91,9 @@ def build_parser(method: Optional[str] = None) -> argparse.ArgumentParser:
                         help="suffix of the output folder (<Method>Pretrain<variant>_<tag>__...): a second run of the "
                              "same method (e.g. --seed 1 --tag seed1) beside the first, e.g. to pair two with "
                              "nnunet_semi_pair_pretrained")
-    parser.add_argument("--c", action="store_true", help="continue an interrupted pretraining")
+    # its own dest: argparse would otherwise store --c into -c's "c" and replace the configuration with True
+    parser.add_argument("--c", dest="continue_training", action="store_true",
+                        help="continue an interrupted pretraining from its checkpoint_latest.pth")
     if method in PRETRAINERS:
         PRETRAINERS[method].add_arguments(parser.add_argument_group(f"{method} options"))
     return parser
@@ -121,7 +123,7 @@ def pretrain_entry(argv: Optional[List[str]] = None):
                                    iterations_per_epoch=args.iters_per_epoch,
                                    seed=args.seed if args.seed is not None else _env_seed(), tag=args.tag,
                                    **method_kwargs)
-    print(pretrainer.run(continue_training=args.c))
+    print(pretrainer.run(continue_training=args.continue_training))
 
 
 def _env_seed():

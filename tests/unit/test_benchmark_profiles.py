@@ -278,6 +278,12 @@ def test_an_interrupted_pretraining_continues_with_c(tmp_path, monkeypatch):
     runner.run_method(METHODS["mmgl"], 0, 0, validation_only=True)
     pretrain = {c[c.index("-m") + 1]: c for c in calls if c[0].endswith("nnunet_semi_pretrain")}
     assert pretrain["mmgl_global"][-1] == "--c" and "--c" not in pretrain["mmgl_local"]
+    # the recorded command is one nnunet_semi_pretrain accepts: continued, and still the profile's configuration
+    from pretraining.cli import build_parser
+
+    args = build_parser("mmgl_global").parse_args(pretrain["mmgl_global"][1:])
+    assert args.continue_training and args.c == "2d" and args.m == "mmgl_global"
+    assert not build_parser("mmgl_local").parse_args(pretrain["mmgl_local"][1:]).continue_training
     # once the final checkpoint exists it is no longer interrupted (and the pretraining is not run again)
     final = base / f"MMGLGlobalPretrain__{profile.plans}__2d" / "fold_0" / "checkpoint_final.pth"
     torch.save({"pretraining": {"method": "MMGLGlobal"}}, final)

@@ -39,3 +39,27 @@ def test_options_reach_the_constructor():
 def test_options_of_another_method_are_refused():
     with pytest.raises(SystemExit):
         build_parser("ideal").parse_args(["-d", "1", "-c", "2d", "-m", "ideal", "--no-con"])
+
+
+def test_continue_flag_keeps_the_configuration(monkeypatch):
+    """``--c`` (continue) and ``-c`` (configuration) are two options: ``-c 2d --c`` trains 2d, continued. (They once
+    shared argparse's dest, so ``--c`` replaced the configuration with True and every continued run failed.)"""
+    import pretraining.cli as cli
+
+    calls = []
+
+    class Recorder:
+        def run(self, continue_training):
+            calls.append(continue_training)
+            return "ran"
+
+    def fake_create(method, dataset, configuration, **kwargs):
+        calls.append((method, dataset, configuration))
+        return Recorder()
+
+    monkeypatch.setattr(cli, "create_pretrainer", fake_create)
+    cli.pretrain_entry(["-d", "970", "-c", "2d", "-m", "mmgl_local", "-device", "cpu", "--c"])
+    cli.pretrain_entry(["-d", "970", "--c", "-c", "3d_fullres", "-m", "ccm", "-device", "cpu"])
+    cli.pretrain_entry(["-d", "970", "-c", "2d", "-m", "ideal", "-device", "cpu"])
+    assert calls == [("mmgl_local", "970", "2d"), True, ("ccm", "970", "3d_fullres"), True, ("ideal", "970", "2d"),
+                     False]
