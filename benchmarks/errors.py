@@ -61,17 +61,22 @@ def prediction_files(pred_dir: Path) -> List[Path]:
     return files
 
 
+def reference_file(prediction: Path, gt_dir: Path) -> Path:
+    """The reference segmentation of ``prediction`` (same file name in ``gt_dir``); one clear error when missing."""
+    reference = Path(gt_dir) / prediction.name
+    if not reference.is_file():
+        raise FileNotFoundError(f"{reference}: no reference segmentation for the prediction {prediction}. Fix: pass "
+                                f"the labelsTs folder of the dataset the prediction was made on.")
+    return reference
+
+
 def error_counts(pred_dir: Path, gt_dir: Path, labels: Sequence[int], bins: int) -> Tuple[Dict[str, np.ndarray], int]:
     """The counts of :func:`case_counts` summed over every case of ``pred_dir``; and the number of cases."""
     files = prediction_files(pred_dir)
     total = None
     for f in files:
-        reference = Path(gt_dir) / f.name
-        if not reference.is_file():
-            raise FileNotFoundError(f"{reference}: no reference segmentation for the prediction {f}. Fix: pass the "
-                                    f"labelsTs folder of the dataset the prediction was made on.")
         try:
-            counts = case_counts(read_case(f), read_case(reference), labels, bins)
+            counts = case_counts(read_case(f), read_case(reference_file(f, gt_dir)), labels, bins)
         except ValueError as error:
             raise ValueError(f"{f}: {error}. Fix: compare a prediction with the reference of the same case.") \
                 from None
@@ -115,7 +120,7 @@ def main(argv=None) -> int:
     labels = args.labels
     if labels is None:
         first = prediction_files(args.pred_dir)[0]
-        labels = [int(v) for v in np.unique(read_case(Path(args.gt_dir) / first.name)) if v != 0]
+        labels = [int(v) for v in np.unique(read_case(reference_file(first, args.gt_dir))) if v != 0]
     names = args.names or [str(v) for v in labels]
     if len(names) != len(labels):
         parser.error(f"--names gives {len(names)} names for {len(labels)} labels")

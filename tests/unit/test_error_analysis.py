@@ -62,6 +62,10 @@ def test_the_folder_command_sums_the_cases_and_names_a_missing_reference(tmp_pat
     (tmp_path / "gt" / "c2.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match=r"c2\.nii\.gz: no reference segmentation"):
         error_counts(tmp_path / "pred", tmp_path / "gt", [1], 3)
+    # the labels are read from the first case's reference: its absence is named as such, not as a corrupt file
+    (tmp_path / "gt" / "c1.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"gt/c1\.nii\.gz: no reference segmentation"):
+        main([str(tmp_path / "pred"), str(tmp_path / "gt")])
 
 
 def test_a_shape_mismatch_names_the_prediction(tmp_path):
