@@ -251,6 +251,23 @@ class Pretrainer:
             for key, values in self.history.items():
                 logger.log(key, values[-1], epoch)
 
+    def _check_finite(self, loss: torch.Tensor, terms: Dict[str, float], epoch: int, iteration: int, latest: str,
+                      learning_rate: float) -> None:
+        """Stop at a non-finite loss before it reaches the weights, on every DDP rank together (one all-reduce of a
+        flag per step, the same on every rank), with the step and the fix: training on would save NaN weights."""
+        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=self.device)
+        if self.is_ddp:
+            dist.all_reduce(bad)
+        if bad.item() == 0:
+            return
+        saved = f"{latest} holds the last finished epoch" if isfile(latest) else "no epoch had finished"
+        raise FloatingPointError(
+            f"{self.method_name} pretraining of {self.dataset_name} {self.configuration_name}: the loss is not finite "
+            f"at epoch {epoch + 1}, iteration {iteration + 1} ({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}"
+            f"{'' if not self.is_ddp else ', on at least one rank'}); nothing of this epoch was saved, {saved}. Fix: "
+            f"a lower learning rate (--lr; now {learning_rate:.3g}), then --c to continue; or look for NaN / inf "
+            f"values in the images (nnUNetv2_plan_and_preprocess --verify_dataset_integrity).")
+
     def run(self, continue_training: bool = False) -> str:
         """Pretrain (or continue an interrupted run) and return the final checkpoint's path."""
         maybe_mkdir_p(self.output_folder)
@@ -283,34 +300,38 @@ class Pretrainer:
             print(f"{self.method_name} pretraining of {self.dataset_name} {self.configuration_name} fold {self.fold}: "
                   f"{n_images} images, batch {global_batch} ({per_rank_batch} per rank), {iterations} iterations x "
                   f"{self.num_epochs} epochs (from epoch {start_epoch}) -> {self.output_folder}")
-        for epoch in range(start_epoch, self.num_epochs):
-            self.current_epoch = epoch
-            self.model.train()
-            sums: Dict[str, float] = {}
-            bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=self.rank != 0)
-            for _ in bar:
-                batch = next(loader)
-                optimizer.zero_grad(set_to_none=True)
-                loss, terms = self.compute_batch_loss(batch)
-                loss.backward()
-                optimizer.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items()})
-            self.history.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
-            scheduler.step()
-            for k, v in sums.items():
-                mean = torch.tensor(v / iterations, dtype=torch.float64)
-                if self.is_ddp:
-                    dist.all_reduce(mean)
-                    mean /= self.world_size
-                self.history.setdefault(k, []).append(float(mean))
-            self._save(latest, optimizer, scheduler, epoch + 1)
-            self._plot()
-            self._log_external(epoch)
-        self._save(final, optimizer, scheduler, self.num_epochs)
-        if self.rank == 0 and isfile(latest):
-            os.remove(latest)
-        if isinstance(loader, NonDetMultiThreadedAugmenter):
-            loader._finish()
+        try:
+            for epoch in range(start_epoch, self.num_epochs):
+                self.current_epoch = epoch
+                self.model.train()
+                sums: Dict[str, float] = {}
+                bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=self.rank != 0)
+                for iteration in bar:
+                    batch = next(loader)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss, terms = self.compute_batch_loss(batch)
+                    self._check_finite(loss, terms, epoch, iteration, latest, optimizer.param_groups[0]["lr"])
+                    loss.backward()
+                    optimizer.step()
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    # a term a stage does not use is NaN (a gap in progress.png); a NaN loss stops above
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in terms.items() if math.isfinite(v)})
+                self.history.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
+                scheduler.step()
+                for k, v in sums.items():
+                    mean = torch.tensor(v / iterations, dtype=torch.float64)
+                    if self.is_ddp:
+                        dist.all_reduce(mean)
+                        mean /= self.world_size
+                    self.history.setdefault(k, []).append(float(mean))
+                self._save(latest, optimizer, scheduler, epoch + 1)
+                self._plot()
+                self._log_external(epoch)
+            self._save(final, optimizer, scheduler, self.num_epochs)
+            if self.rank == 0 and isfile(latest):
+                os.remove(latest)
+        finally:  # an error (a non-finite loss, an interrupt) stops the loader's workers too
+            if isinstance(loader, NonDetMultiThreadedAugmenter):
+                loader._finish()
         return final

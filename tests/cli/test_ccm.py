@@ -155,3 +155,35 @@ def test_ccm_pretraining_3d(hippocampus_nnunet, monkeypatch, tmp_path):
     weights = checkpoint["network_weights"]
     assert weights["net_a.encoder.stages.0.0.convs.0.conv.weight"].ndim == 5
     assert all(torch.isfinite(torch.tensor(v)).all() for v in checkpoint["history"]["L_self"])
+
+
+def test_a_non_finite_loss_stops_the_pretraining_with_the_step_and_the_fix(hippocampus_nnunet, monkeypatch):
+    """A NaN loss (here injected at epoch 2, iteration 2) raises before it reaches the weights: the message names the
+    step, the terms and the fix, checkpoint_latest.pth keeps epoch 1 (for --c) and no final checkpoint is written."""
+    env = train_env(hippocampus_nnunet["env"])
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_n_proc_DA"):
+        monkeypatch.setenv(var, env[var])
+    monkeypatch.setenv("nnUNet_results", str(hippocampus_nnunet["root"] / "ccm_nan"))
+    from pretraining.ccm import CCMPretrainer
+
+    calls = []
+    compute_loss = CCMPretrainer.compute_loss
+
+    def nan_at_the_fifth_step(self, data):
+        loss, terms = compute_loss(self, data)
+        calls.append(self.current_epoch)
+        if len(calls) == 5:  # 3 iterations per epoch: epoch 2, iteration 2
+            return loss * float("nan"), {**terms, "L_self": float("nan")}
+        return loss, terms
+
+    monkeypatch.setattr(CCMPretrainer, "compute_loss", nan_at_the_fifth_step)
+    pretrainer = CCMPretrainer(hippocampus_nnunet["dataset"], "2d", fold="0", plans_identifier=SMALL_PLANS,
+                               num_epochs=3, batch_size=4, iterations_per_epoch=3, seed=7, projection_dim=32)
+    with pytest.raises(FloatingPointError) as error:
+        pretrainer.run()
+    message = str(error.value)
+    assert "epoch 2, iteration 2" in message and "L_self=nan" in message and "--lr; now" in message
+    assert "checkpoint_latest.pth holds the last finished epoch" in message and "--c" in message
+    folder = pretrainer.output_folder
+    assert torch.load(join(folder, "checkpoint_latest.pth"), weights_only=True)["epoch"] == 1
+    assert not os.path.exists(join(folder, "checkpoint_final.pth")) and calls == [0, 0, 0, 1, 1]
