@@ -16,7 +16,8 @@ dual-network trainer processes 2 networks x (B_l + B_u) samples: ~4x); ``time ra
 the method costs what its arithmetic costs, above 1 that it wastes time elsewhere.
 
 Peak memory: resident set size of the process (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
-Results: ``benchmarks/results/<profile>/cost.md`` and ``cost.json``.
+Results: ``benchmarks/results/<profile>/cost.md`` and ``cost.json`` (``--output STEM``: ``STEM.md`` / ``STEM.json``
+beside them, e.g. one more trainer measured later without replacing the committed table and its reading).
 """
 import argparse
 import json
@@ -259,6 +260,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--at-progress", type=float, default=0.25,
                         help="time the steps at this fraction of the training (default 0.25)")
     parser.add_argument("--work", default=None)
+    parser.add_argument("--output", default="cost",
+                        help="file stem in benchmarks/results/<profile>/ (default: cost -> cost.md / cost.json); "
+                             "another stem adds a measurement without replacing the committed table and its reading")
     # worker mode (one measurement in this process)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dataset-id", type=int, help=argparse.SUPPRESS)
@@ -273,6 +277,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         return _worker(args)
     if not args.profile:
         parser.error("--profile is required")
+    if not all(c.isalnum() or c in "_-." for c in args.output) or args.output.startswith("."):
+        parser.error(f"--output {args.output!r}: a file stem (letters, digits, _ - .), e.g. cost_unimatch")
 
     profile = PROFILES[args.profile]
     work = Path(args.work or REPO / "benchmarks" / "work" / profile.name).resolve()
@@ -300,11 +306,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             print(f"    {rows[-1]['s_per_it']:.3f} s/it", flush=True)
     baseline = next((r for r in rows if r["method"] == "labeled_only"), None)
     md = table(rows, baseline)
-    (results / "cost.json").write_text(json.dumps({"profile": profile.name, "warmup": args.warmup,
-                                                   "iterations": args.iterations, "rows": rows}, indent=1))
-    (results / "cost.md").write_text(
-        f"# Cost, {profile.name}\n\n{profile.description}\n\nMeasured with `python -m benchmarks.cost --profile "
-        f"{profile.name}` ({args.warmup} warm-up + {args.iterations} timed iterations per method at "
+    (results / f"{args.output}.json").write_text(json.dumps({"profile": profile.name, "warmup": args.warmup,
+                                                             "iterations": args.iterations, "rows": rows}, indent=1))
+    command = " ".join(["python -m benchmarks.cost"] + list(sys.argv[1:] if argv is None else argv))
+    (results / f"{args.output}.md").write_text(
+        f"# Cost, {profile.name}\n\n{profile.description}\n\nMeasured with `{command}` ({args.warmup} warm-up + "
+        f"{args.iterations} timed iterations per method at "
         f"{args.at_progress:g} of the training, one fresh process each; pretraining at batch "
         f"{args.pretraining_batch}). Ratios are against `labeled_only` (nnU-Net's trainer, same plans and labeled "
         f"batch). Loading = single-process augmentation (worst case). Epoch end: nnU-Net's `on_epoch_end` with "
