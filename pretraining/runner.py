@@ -255,7 +255,7 @@ class Pretrainer:
                       learning_rate: float) -> None:
         """Stop at a non-finite loss before it reaches the weights, on every DDP rank together (one all-reduce of a
         flag per step, the same on every rank), with the step and the fix: training on would save NaN weights."""
-        bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=self.device)
+        bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)  # on the loss's device: one sync (.item())
         if self.is_ddp:
             dist.all_reduce(bad)
         if bad.item() == 0:
