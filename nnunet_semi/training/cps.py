@@ -182,7 +182,7 @@ class nnUNetTrainerCPS_rampup(nnUNetTrainerCPS):
 
 
 class nnUNetTrainerCPS_gate(GatedUnlabeledTerm, nnUNetTrainerCPS):
-    """Candidate (decided on validation cases): the cross term starts only once both networks together segment every
+    """Candidate (not measured yet): the cross term starts only once both networks together segment every
     foreground class of their labeled training batches with Dice >= 0.5 (moving average over ~50 steps), then ramps
     up over 10 % of the steps (``unsup_gate_dice = 0.5``; :class:`~nnunet_semi.schedules.LabeledDiceGate`). Why: on
     ACDC draw 2 at 1x the cross pseudo-labels of two networks that predict no structure yet teach each other
