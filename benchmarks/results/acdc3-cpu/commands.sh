@@ -301,3 +301,5 @@ nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_
 nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnunet_semi_pretrain -d Dataset970_ACDC -c 2d -p nnUNetPlansBench8LowRes -m mmgl_local -device cpu --epochs 20 --iters-per-epoch 50 --batch-size 16
 nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
 nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnunet_semi_pretrain -d Dataset970_ACDC -c 2d -p nnUNetPlansBench8LowRes -m mmgl_local -device cpu --epochs 20 --iters-per-epoch 50 --batch-size 16
+nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnunet_semi_preprocess_unlabeled -d 970 -c 2d -p nnUNetPlansBench8LowRes -np 2
+nnUNet_results=$WORK/results_seed2 nnUNet_semi_seed=2 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnUNetv2_train Dataset970_ACDC 2d 0 -tr nnUNetTrainerUniMatch_ce_80epochs_50its -p nnUNetPlansBench8LowRes -device cpu
