@@ -71,3 +71,7 @@ nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnUNetv2_plan_a
 # plans nnUNetPlansBench16: nnunet_semi.apps.small_plans.make_small_plans('Dataset981_Hippocampus', target_plans='nnUNetPlansBench16', **{'base_features': 16, 'max_features': 128, 'batch_size': 32, 'configurations': ['2d']})
 nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnunet_semi_preprocess_unlabeled -d 981 -c 2d -p nnUNetPlansBench16 -np 2
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnUNetv2_train Dataset981_Hippocampus 2d 0 -tr nnUNetTrainerUniMatch_ce_40epochs_50its -p nnUNetPlansBench16 -device cpu
+nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnUNetv2_plan_and_preprocess -d 982 -c 2d -np 2 -npfp 2
+# plans nnUNetPlansBench16: nnunet_semi.apps.small_plans.make_small_plans('Dataset982_Hippocampus', target_plans='nnUNetPlansBench16', **{'base_features': 16, 'max_features': 128, 'batch_size': 32, 'configurations': ['2d']})
+nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnunet_semi_preprocess_unlabeled -d 982 -c 2d -p nnUNetPlansBench16 -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnUNetv2_train Dataset982_Hippocampus 2d 0 -tr nnUNetTrainerUniMatch_ce_40epochs_50its -p nnUNetPlansBench16 -device cpu
