@@ -320,13 +320,13 @@ class nnUNetTrainerFixMatch_tau0(nnUNetTrainerFixMatch_dice):
     pseudo-labels, no threshold, the same soft Dice over all classes), here from one network's weak view to its strong
     view. Validation Dice over labeled-only (seed 0): +10.80 on ACDC draw 0, +2.33 on 2d Hippocampus, −18.79 on ACDC
     draw 1, where the myocardium and LV never appear (``benchmarks/results/acdc3-cpu``). Why it was tried: both
-    thresholds measured before it fail somewhere. The fixed 0.95 admits no foreground voxel while the structures are learned (ACDC: a structure
-    collapses; 3d_fullres Hippocampus: −10.07); FreeMatch's class-wise thresholds (``_SAT``) fall to ~0.07 for the
-    structures while background's rises to ~0.9, so an ambiguous voxel counts when the network calls it a structure
-    and is ignored when it calls it background: a bias towards the structures that helps where the reference
-    under-segments (ACDC, +8.94) and scatters the posterior hippocampus in 3d_fullres (−4.43). One threshold for
-    every class has no such bias, and CPS, which has none, gained on every profile at twice the benchmark budget
-    (at 1x it lost on one ACDC draw of three: its structures appeared too late)."""
+    thresholds measured before it fail somewhere. The fixed 0.95 admits no foreground voxel while the structures are
+    learned (ACDC: a structure collapses; 3d_fullres Hippocampus: −10.07); FreeMatch's class-wise thresholds
+    (``_SAT``) fall to ~0.07 for the structures while background's rises to ~0.9, so an ambiguous voxel counts when
+    the network calls it a structure and is ignored when it calls it background: a bias towards the structures that
+    helps where the reference under-segments (ACDC, +8.94) and scatters the posterior hippocampus in 3d_fullres
+    (−4.43). One threshold for every class has no such bias, and CPS, which has none, gained on every profile at
+    twice the benchmark budget (at 1x it lost on one ACDC draw of three: its structures appeared too late)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -410,7 +410,8 @@ class nnUNetTrainerFixMatch_SAT(nnUNetTrainerFixMatch_dice):
 
     def extra_checkpoint_state(self) -> dict:
         sat = self.self_adaptive_threshold
-        return {**super().extra_checkpoint_state(), "self_adaptive_threshold": None if sat is None else sat.state_dict()}
+        return {**super().extra_checkpoint_state(),
+                "self_adaptive_threshold": None if sat is None else sat.state_dict()}
 
     def load_extra_checkpoint_state(self, state: dict) -> None:
         super().load_extra_checkpoint_state(state)
