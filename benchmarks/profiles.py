@@ -56,6 +56,9 @@ METHODS: Dict[str, Method] = {m.key: m for m in (
            configurations=("3d_fullres",)),
     Method("dual_stream_gate_noreg", "nnUNetTrainerDualStreamCL_gate_noReg", "candidate: dual_stream_gate without "
            "the consistency regularisation L_reg (the paper's _noReg ablation)", configurations=("3d_fullres",)),
+    Method("dual_stream_gate_regmean", "nnUNetTrainerDualStreamCL_gate_regMean", "candidate: dual_stream_gate with "
+           "L_reg normalised by the batch's voxel count (proportional to eq. 5's sum) instead of by |M_diff|",
+           configurations=("3d_fullres",)),
     Method("mean_teacher", "nnUNetTrainerMeanTeacher", "Mean Teacher (Tarvainen & Valpola 2017)"),
     Method("mean_teacher_dice", "nnUNetTrainerMeanTeacher_dice", "Mean Teacher with soft Dice against the teacher's "
            "argmax as consistency, weight 1 (not the paper's; the lever measured for CPS and FixMatch; an ablation)"),
@@ -253,7 +256,7 @@ HIPPOCAMPUS5_3D_CPU = replace(
              "dual_stream_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "unimatch_ce", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
              "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate",
-             "dual_stream_b", "dual_stream_gate_noreg"),
+             "dual_stream_b", "dual_stream_gate_noreg", "dual_stream_gate_regmean"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (

@@ -30,7 +30,8 @@ Where nnU-Net's setting differs from the paper (documented, switchable where it 
   on the full-resolution output; L_reg and L_c use the full-resolution output / features only;
 * the paper leaves open which subnetworks learn from L_u and L_c; both do here (``unsup_on_source = False``
   trains only the other subnetwork with L_u);
-* L_reg is the mean over M_diff voxels instead of eq. 5's sum (scale-free; see the losses module);
+* L_reg is the mean over M_diff voxels instead of eq. 5's sum (scale-free; see the losses module;
+  ``reg_reduction = "mean"``, the sum over the batch's voxel count, is proportional to eq. 5: ``_gate_regMean``);
 * optimisation is nnU-Net's (SGD 0.01, Nesterov momentum 0.99, weight decay 3e-5, poly schedule, 1000 x 250
   iterations), not the paper's SGD 0.01 / momentum 0.9 / weight decay 1e-4 with lr / 10 every 2500 of 6000
   iterations. As in CPS the two subnetworks share no parameters and we back-propagate the sum of their objectives,
@@ -114,6 +115,9 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
         self.prototype_temperature = 1.0  # eq. 7 (paper: none)
         self.prototype_separation_weight = 1.0
         self.use_reg = True  # ablation switch: L_reg (eq. 4-5)
+        # L_reg's normalisation (disagreement_l1_loss): "masked_mean" = mean over the M_diff voxels; "mean" = eq. 5's
+        # sum divided by the batch's (fixed) voxel count, so proportional to eq. 5; "sum" = eq. 5 verbatim
+        self.reg_reduction = "masked_mean"
         self.use_contrastive = True  # ablation switch: L_c (eq. 6-7)
         self.unsup_on_source = True  # L_u also trains the pseudo-label source (self-training on reliable voxels)
         self._decoder_features = {}
@@ -163,7 +167,7 @@ class nnUNetTrainerDualStreamCL(nnUNetTrainerSemiSupervised):
         zero = probs_u[0].sum() * 0.0
         m_diff = confident_disagreement_mask(*probs_u, confidence_threshold(
             t, t_max, self.confidence_threshold_start, self.confidence_threshold_end))
-        reg = disagreement_l1_loss(*probs_u, m_diff) if self.use_reg else zero  # eq. 5
+        reg = disagreement_l1_loss(*probs_u, m_diff, self.reg_reduction) if self.use_reg else zero  # eq. 5
         if self.use_contrastive:
             contrastive = [prototype_loss(f, pseudo, reliable, probs_u[0].shape[1], self.prototype_temperature,
                                           self.prototype_separation_weight)[0] for f in features]  # eq. 6-7
@@ -221,6 +225,22 @@ class nnUNetTrainerDualStreamCL_gate_noReg(GatedUnlabeledTerm, nnUNetTrainerDual
     cause."""
 
 
+class nnUNetTrainerDualStreamCL_gate_regMean(nnUNetTrainerDualStreamCL_gate):
+    """Candidate (to be decided on validation cases): ``_gate`` with L_reg normalised as eq. 5's sum is, up to a
+    constant: divided by the number of voxels of the unlabeled batch (``reg_reduction = "mean"``) instead of by the
+    number of M_diff voxels. Why: the mean over M_diff gives each confidently disagreeing voxel the weight
+    1 / |M_diff|, ~300 times a voxel's weight in the CE when M_diff holds 0.3 % of the voxels, and that weight grows
+    as the subnetworks come to agree; eq. 5 weighs every voxel of M_diff the same, however few they are. With
+    ``_gate`` the structures' validation pseudo Dice fell once the gate opened, while this L_reg (0.3-1.5) was the
+    largest unlabeled term. ``_gate_noReg`` removes L_reg; this keeps it at the paper's relative weight."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.reg_reduction = "mean"
+
+
 DUAL_STREAM_VARIANTS = add_family_variants(nnUNetTrainerDualStreamCL, nnUNetTrainerDualStreamCL_noReg,
                                            nnUNetTrainerDualStreamCL_noCon, nnUNetTrainerDualStreamCL_gate,
-                                           nnUNetTrainerDualStreamCL_gate_noReg)
+                                           nnUNetTrainerDualStreamCL_gate_noReg,
+                                           nnUNetTrainerDualStreamCL_gate_regMean)

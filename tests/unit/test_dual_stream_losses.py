@@ -246,7 +246,7 @@ def _stub_trainer(sup_values):
     for knob, value in dict(lambda_u=1.0, lambda_c_base=0.1, lambda_c_exponent=4.0, confidence_threshold_start=0.6,
                             confidence_threshold_end=0.9, unreliable_fraction=0.2, prototype_temperature=1.0,
                             prototype_separation_weight=1.0, use_reg=True, use_contrastive=True,
-                            unsup_on_source=True).items():
+                            unsup_on_source=True, reg_reduction="masked_mean").items():
         setattr(trainer, knob, value)
     trainer.unsup_gate_dice = None  # the unlabeled-term gate of ``_gate`` (off: the paper's setting)
     return trainer
@@ -324,6 +324,38 @@ def test_gate_variant_trains_on_the_labeled_loss_alone_until_it_opens():
     assert open_loss.item() == pytest.approx(free_loss.item(), rel=1e-6) and free_loss.item() > 1.1 + 0.25
 
 
+
+
+@pytest.mark.parametrize("reduction", ["masked_mean", "mean"])
+def test_l_reg_of_the_step_equals_eq5_recomputed(reduction):
+    """L_reg in the trainer's step against eq. 4-5 recomputed in numpy from the two subnetworks' softmax outputs on
+    the unlabeled batch: the sum over M_diff of the L1 distance, divided by |M_diff| (``masked_mean``, the default)
+    or by the batch's voxel count (``mean``, ``_gate_regMean``: proportional to eq. 5's sum)."""
+    trainer = _stub_trainer((0.3, 0.8))
+    trainer.reg_reduction = reduction
+    trainer.confidence_threshold_start = 0.4  # T at t = 0: low enough that random subnetworks disagree confidently
+    torch.manual_seed(3)
+    data, data_u = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    _, _, curves = trainer.compute_losses(data, [torch.zeros(2, 1, 16, 16)] * 3, data_u)
+    with torch.no_grad():
+        pa, pb = (torch.softmax(net(torch.cat((data, data_u)))[0][2:].double(), 1).numpy()
+                  for net in trainer.network.members)
+    m = (pa.max(1) > 0.4) & (pb.max(1) > 0.4) & (pa.argmax(1) != pb.argmax(1))
+    assert 0 < m.sum() < m.size
+    l1 = np.abs(m[:, None] * pa - m[:, None] * pb).sum()  # eq. 5 verbatim
+    expected = l1 / (m.sum() if reduction == "masked_mean" else m.size)
+    assert curves["reg_losses"] == pytest.approx(expected, rel=1e-5)
+    assert curves["mdiff_fraction"] == pytest.approx(m.mean(), rel=1e-6)
+
+
+def test_gate_regmean_variant_keeps_l_reg_at_eq5_weight(make_trainer):
+    """``nnUNetTrainerDualStreamCL_gate_regMean`` built by nnU-Net's constructor: ``_gate`` (threshold, curves, L_reg
+    and L_c on) with L_reg over the batch's voxel count; the other variants keep the mean over M_diff."""
+    trainer = make_trainer("nnUNetTrainerDualStreamCL_gate_regMean", 2)
+    assert trainer.reg_reduction == "mean" and trainer.use_reg is True and trainer.use_contrastive is True
+    assert trainer.unsup_gate_dice == 0.5 and trainer.unsup_gate_factor() == 0.0
+    assert {"unsup_gate", "labeled_dice_ema_min", "reg_losses"} <= set(trainer.extra_curves)
+    assert make_trainer("nnUNetTrainerDualStreamCL_gate", 2).reg_reduction == "masked_mean"
 
 
 def test_gate_noreg_variant_is_gated_and_drops_l_reg(make_trainer):
