@@ -232,7 +232,8 @@ class nnUNetTrainerDualStreamCL_gate_regMean(nnUNetTrainerDualStreamCL_gate):
     1 / |M_diff|, ~300 times a voxel's weight in the CE when M_diff holds 0.3 % of the voxels, and that weight grows
     as the subnetworks come to agree; eq. 5 weighs every voxel of M_diff the same, however few they are. With
     ``_gate`` the structures' validation pseudo Dice fell once the gate opened, while this L_reg (0.3-1.5) was the
-    largest unlabeled term. ``_gate_noReg`` removes L_reg; this keeps it at the paper's relative weight."""
+    largest unlabeled term. ``_gate_noReg`` removes L_reg; this keeps it, each M_diff voxel weighted as the CE weighs
+    any voxel (eq. 5's sum times 1 / N; the sum itself, N times larger, is ``reg_reduction = "sum"``)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
