@@ -47,6 +47,9 @@ TRAINERS = {"nnUNetTrainerLabeledOnly": nnUNetTrainerLabeledOnly, **LABELED_ONLY
 # nnUNetv2_train -pretrained_weights: the trainers load the file themselves (see pretrained_weights.py)
 _install_pretrained_weights_hook()
 
-# the trainer classes imported above (budget and ablation variants live in their modules, found through TRAINERS)
-__all__ = ["TRAINERS", "nnUNetTrainerEMATeacherBase", "nnUNetTrainerSemiSupervised",
-           *sorted(name for name in TRAINERS if "_" not in name)]
+# every base trainer (no budget or ablation suffix) as a name of this package, so that
+# ``from nnunet_semi.training import nnUNetTrainerGenesisCPS`` and ``import *`` work for the families registered only
+# through their variant dicts (paired CPS, FixMatch, UniMatch); the variants live in their modules, found through TRAINERS
+_BASE_TRAINERS = {name: cls for name, cls in TRAINERS.items() if "_" not in name}
+globals().update(_BASE_TRAINERS)
+__all__ = ["TRAINERS", "nnUNetTrainerEMATeacherBase", "nnUNetTrainerSemiSupervised", *sorted(_BASE_TRAINERS)]

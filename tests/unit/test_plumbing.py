@@ -58,6 +58,19 @@ def test_budget_variants_and_shim():
         assert getattr(shim, name) is cls and cls.__module__.startswith("nnunet_semi.training.")
 
 
+def test_star_import_exports_every_base_trainer():
+    """``from nnunet_semi.training import *`` gives every suffix-free trainer of TRAINERS (the paired-CPS, FixMatch
+    and UniMatch families are registered only through their variant dicts) and nothing that is not defined."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    namespace = {}
+    exec("from nnunet_semi.training import *", namespace)
+    bases = {name for name in TRAINERS if "_" not in name}
+    assert {"nnUNetTrainerGenesisCPS", "nnUNetTrainerFixMatch", "nnUNetTrainerUniMatch"} <= bases
+    for name in bases:
+        assert namespace[name] is TRAINERS[name] and issubclass(namespace[name], nnUNetTrainer)
+    assert namespace["TRAINERS"] is TRAINERS
+
 def test_ext_trainer_value_appends_once():
     ours = ext_trainer_dir()
     assert ext_trainer_value(None) == ours
