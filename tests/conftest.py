@@ -132,7 +132,11 @@ def make_env(root: Path) -> dict:
         (root / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(root / sub)
     env["nnUNet_extTrainer"] = ext_trainer_value(None)
-    env["nnUNet_def_n_proc"] = "2"
+    # nnU-Net's validation and nnUNetv2_evaluate_folder start nnUNet_def_n_proc worker processes (spawn), each
+    # importing torch and nnU-Net (~10 s of CPU); for the tests' few small cases one worker is enough: measured
+    # 2026-12-07 on this 2-core machine, a 2 x 5 training's validation took 146 s with 1 worker, 223-238 s with 2
+    # and 561 s with nnU-Net's default 8 (two benchmark chains beside it)
+    env["nnUNet_def_n_proc"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("nnUNet_n_proc_DA", None)
     return env
