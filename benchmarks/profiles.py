@@ -256,7 +256,9 @@ HIPPOCAMPUS5_3D_CPU = replace(
              "dual_stream_single", "all_labeled",
              "labeled_only_2x", "cps_2x", "unimatch", "unimatch_ce", "fixmatch_sat", "fixmatch_sat_lcc", "fixmatch_tau0",
              "fixmatch_cropflip", "fixmatch_gate", "cps_gate", "fixmatch_ce", "fixmatch_ce_2x", "dual_stream_gate",
-             "dual_stream_b", "dual_stream_gate_noreg", "dual_stream_gate_regmean"),
+             "dual_stream_b", "dual_stream_gate_noreg", "dual_stream_gate_regmean",
+             # the controls of cps_2x: its network a alone, two labeled-only networks at 2x ensembled
+             "cps_2x_single", "labeled_only_2x_ensemble"),
     make_plans=dict(base_features=8, max_features=64, batch_size=4, configurations=["3d_fullres"]))
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
