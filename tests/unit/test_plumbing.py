@@ -71,6 +71,7 @@ def test_star_import_exports_every_base_trainer():
         assert namespace[name] is TRAINERS[name] and issubclass(namespace[name], nnUNetTrainer)
     assert namespace["TRAINERS"] is TRAINERS
 
+
 def test_ext_trainer_value_appends_once():
     ours = ext_trainer_dir()
     assert ext_trainer_value(None) == ours
