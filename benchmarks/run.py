@@ -275,16 +275,50 @@ class Runner:
         if validation_only:
             return record
         pred = self.prediction_folder(method, seed, draw)
-        cmd = [bin_path("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", pred, "-d", model, "-c",
-               p.configuration, "-f", "0", "-tr", trainer, "-p", p.plans, "-device", p.device, "-npp", "1",
-               "-nps", "1"] + (["--disable_tta"] if p.disable_tta else []) + \
-            (["--save_probabilities"] if self._ensembled(method) else [])
-        if method.predict_env:
-            env = {**env, **dict(method.predict_env)}
-        timings["predict_s"] = self.step(f"{self._tag(draw)}seed {seed} {method.key}: nnUNetv2_predict", cmd, env,
-                                         f"{self._tag(draw)}seed{seed}_{method.key}_predict")
+        timings["predict_s"] = self._predict(method, seed, draw, raw, model, env, self._ensembled(method))
         record["summary"] = self.evaluate(raw / "labelsTs", pred)
         return record
+
+    def _predict(self, method: Method, seed: int, draw, raw: Path, model: str, env: dict,
+                 probabilities: bool, title: str = "nnUNetv2_predict") -> float:
+        """nnUNetv2_predict of ``method``'s fold-0 model (dataset ``model``) on the test images into its prediction
+        folder, with the test probabilities (``--save_probabilities``) where an ensemble control reads them."""
+        p = self.profile
+        cmd = [bin_path("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", self.prediction_folder(method, seed, draw),
+               "-d", model, "-c", p.configuration, "-f", "0", "-tr", trainer_name(method, p), "-p", p.plans,
+               "-device", p.device, "-npp", "1", "-nps", "1"] + (["--disable_tta"] if p.disable_tta else []) + \
+            (["--save_probabilities"] if probabilities else [])
+        if method.predict_env:
+            env = {**env, **dict(method.predict_env)}
+        return self.step(f"{self._tag(draw)}seed {seed} {method.key}: {title}", cmd, env,
+                         f"{self._tag(draw)}seed{seed}_{method.key}_predict")
+
+    def _member_probabilities(self, member: Method, seed: int, draw, raw: Path) -> bool:
+        """Whether ``member``'s run at ``seed`` has test probabilities for an ensemble control, predicting them again
+        from its checkpoint where the run was recorded without them (it ran before the profile listed the control).
+        The re-prediction is the same command with ``--save_probabilities``; its segmentations must score the
+        recorded test Dice, or the run is refused as not the recorded one."""
+        folder = self.prediction_folder(member, seed, draw)
+        run = self.run_path(member, seed, draw)
+        if not run.is_file():
+            return False
+        if any(folder.glob("*.npz")):
+            return True
+        env = self.seed_env(seed)
+        if member.runner == "self_training" or not (
+                self.fold_folder(env["nnUNet_results"], trainer_name(member, self.profile), raw)
+                / "checkpoint_final.pth").is_file():
+            print(f"    {member.key} seed {seed}: recorded without test probabilities, and its checkpoint is gone: the "
+                  f"ensemble control needs that run trained again", flush=True)
+            return False
+        self._predict(member, seed, draw, raw, raw.name, env, True,
+                      "nnUNetv2_predict --save_probabilities (for the ensemble control)")
+        recorded = json.loads(run.read_text())["summary"]["mean"]["dice"]["mean"]
+        again = self.evaluate(raw / "labelsTs", folder)["mean"]["dice"]["mean"]
+        if abs(again - recorded) > 5e-4:  # 0.05 Dice points: a voxel or two may flip between CPU thread counts
+            raise RuntimeError(f"{member.key} seed {seed}: predicting its checkpoint again scores test Dice {again} "
+                               f"where {run} records {recorded}: the checkpoint is not the recorded run's")
+        return True
 
     def _self_training(self, method: Method, seed: int, draw, raw: Path, env: dict, timings: dict) -> str:
         """One round of ``nnunet_semi_self_training`` (round 0 = this seed's labeled-only run with the same trainer
@@ -314,8 +348,7 @@ class Runner:
         partner = seeds[(seeds.index(seed) + 1) % len(seeds)]
         member = METHODS[method.ensemble_of]
         folders = [self.prediction_folder(member, s, draw) for s in (seed, partner)]
-        if not all(self.run_path(member, s, draw).is_file() and any(f.glob("*.npz")) for s, f in
-                   zip((seed, partner), folders)):
+        if not all([self._member_probabilities(member, s, draw, raw) for s in (seed, partner)]):
             print(f"    {method.key} seed {seed}: waiting for {member.key} seeds {seed} and {partner}", flush=True)
             return None
         out = self.prediction_folder(method, seed, draw)

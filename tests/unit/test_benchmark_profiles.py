@@ -1,9 +1,10 @@
 """The benchmark definitions stay runnable: every method names a registered trainer (with the profile's budget
 variant) and pretraining method; the tables compute the gain over the labeled-only reference."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
-from dataclasses import replace
+import pytest
 
 from benchmarks.profiles import METHODS, PROFILES, budget_suffix, methods_of, trainer_name
 from benchmarks.run import aggregate
@@ -465,3 +466,49 @@ def test_results_csv_quotes_a_trainer_text_with_a_comma(tmp_path):
     rows = list(csv.reader((tmp_path / "results.csv").open()))
     assert {len(r) for r in rows} == {len(rows[0])}
     assert [r[2] for r in rows if r[1] == "labeled_only_ensemble"] == ["T x2 (seeds 0, 1)"]
+
+
+def test_an_ensemble_member_recorded_without_probabilities_is_predicted_again(tmp_path):
+    """A member run recorded before its profile listed the ensemble control has segmentations but no test
+    probabilities: its checkpoint predicts the test set again with ``--save_probabilities`` into the same folder, and
+    the re-prediction must score the recorded Dice; without the checkpoint the control waits (no record)."""
+    from benchmarks.run import Runner
+
+    profile = PROFILES["hippocampus5-3d-cpu"]
+    runner = Runner(profile, tmp_path / "work", tmp_path / "results", threads=1)
+    member = METHODS["labeled_only_2x"]
+    raw = tmp_path / "Dataset980_X"
+    dice = {1: 0.81, 2: 0.83}
+    for seed in (1, 2):
+        run = runner.run_path(member, seed, 0)
+        run.parent.mkdir(parents=True, exist_ok=True)
+        run.write_text(json.dumps({"summary": {"mean": {"dice": {"mean": dice[seed]}}}}))
+        runner.prediction_folder(member, seed, 0).mkdir(parents=True)
+    (runner.prediction_folder(member, 2, 0) / "case.npz").write_bytes(b"")  # seed 2 ran with probabilities
+    commands = []
+    runner.step = lambda title, cmd, env, tag: commands.append((title, [str(c) for c in cmd], env)) or 1.5
+    runner.evaluate = lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": scored[str(pred)]}}}
+    scored = {str(runner.prediction_folder(member, 1, 0)): 0.81}
+    method = METHODS["labeled_only_2x_ensemble"]
+
+    # seed 1's checkpoint is gone: nothing runs, no record
+    assert runner._ensemble_control(method, 1, 0, raw) is None and commands == []
+
+    checkpoint = runner.fold_folder(runner.seed_env(1)["nnUNet_results"], trainer_name(member, profile), raw)
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "checkpoint_final.pth").write_bytes(b"")
+    scored[str(runner.prediction_folder(method, 1, 0))] = 0.84
+    record = runner._ensemble_control(method, 1, 0, raw)
+    (title, predict, env), (_, ensemble, _) = commands
+    assert "--save_probabilities" in predict and "for the ensemble control" in title
+    assert predict[predict.index("-o") + 1] == str(runner.prediction_folder(member, 1, 0))
+    assert predict[predict.index("-tr") + 1] == "nnUNetTrainerLabeledOnly_80epochs_50its"
+    assert env["nnUNet_results"] == runner.seed_env(1)["nnUNet_results"]
+    assert ensemble[2:4] == [str(runner.prediction_folder(member, s, 0)) for s in (1, 2)]
+    assert record["ensembled_seeds"] == [1, 2] and record["summary"]["mean"]["dice"]["mean"] == 0.84
+
+    # a re-prediction that does not score the recorded Dice is not the recorded run
+    commands.clear()
+    scored[str(runner.prediction_folder(member, 1, 0))] = 0.79
+    with pytest.raises(RuntimeError, match="not the recorded run's"):
+        runner._member_probabilities(member, 1, 0, raw)
