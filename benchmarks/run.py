@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -280,11 +281,13 @@ class Runner:
         return record
 
     def _predict(self, method: Method, seed: int, draw, raw: Path, model: str, env: dict,
-                 probabilities: bool, title: str = "nnUNetv2_predict") -> float:
+                 probabilities: bool, title: str = "nnUNetv2_predict", out: Optional[Path] = None) -> float:
         """nnUNetv2_predict of ``method``'s fold-0 model (dataset ``model``) on the test images into its prediction
-        folder, with the test probabilities (``--save_probabilities``) where an ensemble control reads them."""
+        folder (or ``out``), with the test probabilities (``--save_probabilities``) where an ensemble control reads
+        them."""
         p = self.profile
-        cmd = [bin_path("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", self.prediction_folder(method, seed, draw),
+        out = out if out is not None else self.prediction_folder(method, seed, draw)
+        cmd = [bin_path("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", out,
                "-d", model, "-c", p.configuration, "-f", "0", "-tr", trainer_name(method, p), "-p", p.plans,
                "-device", p.device, "-npp", "1", "-nps", "1"] + (["--disable_tta"] if p.disable_tta else []) + \
             (["--save_probabilities"] if probabilities else [])
@@ -296,8 +299,9 @@ class Runner:
     def _member_probabilities(self, member: Method, seed: int, draw, raw: Path) -> bool:
         """Whether ``member``'s run at ``seed`` has test probabilities for an ensemble control, predicting them again
         from its checkpoint where the run was recorded without them (it ran before the profile listed the control).
-        The re-prediction is the same command with ``--save_probabilities``; its segmentations must score the
-        recorded test Dice, or the run is refused as not the recorded one."""
+        The re-prediction is the same command with ``--save_probabilities``, into a staging folder; its segmentations
+        must score the recorded test Dice, or the run is refused as not the recorded one. Only its probabilities
+        (``.npz``, ``.pkl``) join the recorded segmentations."""
         folder = self.prediction_folder(member, seed, draw)
         run = self.run_path(member, seed, draw)
         if not run.is_file():
@@ -311,13 +315,20 @@ class Runner:
             print(f"    {member.key} seed {seed}: recorded without test probabilities, and its checkpoint is gone: the "
                   f"ensemble control needs that run trained again", flush=True)
             return False
+        # into a staging folder: the recorded segmentations stay untouched, and a refused re-prediction leaves nothing
+        staging = folder.with_name(folder.name + ".reprediction")
+        shutil.rmtree(staging, ignore_errors=True)
         self._predict(member, seed, draw, raw, raw.name, env, True,
-                      "nnUNetv2_predict --save_probabilities (for the ensemble control)")
+                      "nnUNetv2_predict --save_probabilities (for the ensemble control)", out=staging)
         recorded = json.loads(run.read_text())["summary"]["mean"]["dice"]["mean"]
-        again = self.evaluate(raw / "labelsTs", folder)["mean"]["dice"]["mean"]
+        again = self.evaluate(raw / "labelsTs", staging)["mean"]["dice"]["mean"]
         if abs(again - recorded) > 5e-4:  # 0.05 Dice points: a voxel or two may flip between CPU thread counts
+            shutil.rmtree(staging)
             raise RuntimeError(f"{member.key} seed {seed}: predicting its checkpoint again scores test Dice {again} "
                                f"where {run} records {recorded}: the checkpoint is not the recorded run's")
+        for f in [*staging.glob("*.npz"), *staging.glob("*.pkl")]:  # nnUNetv2_ensemble reads both
+            f.replace(folder / f.name)
+        shutil.rmtree(staging)
         return True
 
     def _self_training(self, method: Method, seed: int, draw, raw: Path, env: dict, timings: dict) -> str:
@@ -348,6 +359,7 @@ class Runner:
         partner = seeds[(seeds.index(seed) + 1) % len(seeds)]
         member = METHODS[method.ensemble_of]
         folders = [self.prediction_folder(member, s, draw) for s in (seed, partner)]
+        # a list, not a generator: both members get their probabilities in one pass even when the first must wait
         if not all([self._member_probabilities(member, s, draw, raw) for s in (seed, partner)]):
             print(f"    {method.key} seed {seed}: waiting for {member.key} seeds {seed} and {partner}", flush=True)
             return None

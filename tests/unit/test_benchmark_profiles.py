@@ -470,8 +470,9 @@ def test_results_csv_quotes_a_trainer_text_with_a_comma(tmp_path):
 
 def test_an_ensemble_member_recorded_without_probabilities_is_predicted_again(tmp_path):
     """A member run recorded before its profile listed the ensemble control has segmentations but no test
-    probabilities: its checkpoint predicts the test set again with ``--save_probabilities`` into the same folder, and
-    the re-prediction must score the recorded Dice; without the checkpoint the control waits (no record)."""
+    probabilities: its checkpoint predicts the test set again with ``--save_probabilities`` into a staging folder, the
+    re-prediction must score the recorded Dice, and only its probabilities join the recorded segmentations; a refused
+    re-prediction leaves nothing behind; without the checkpoint the control waits (no record)."""
     from benchmarks.run import Runner
 
     profile = PROFILES["hippocampus5-3d-cpu"]
@@ -485,10 +486,23 @@ def test_an_ensemble_member_recorded_without_probabilities_is_predicted_again(tm
         run.write_text(json.dumps({"summary": {"mean": {"dice": {"mean": dice[seed]}}}}))
         runner.prediction_folder(member, seed, 0).mkdir(parents=True)
     (runner.prediction_folder(member, 2, 0) / "case.npz").write_bytes(b"")  # seed 2 ran with probabilities
+    recorded = runner.prediction_folder(member, 1, 0) / "case.nii.gz"
+    recorded.write_bytes(b"recorded segmentation")
+    staging = runner.prediction_folder(member, 1, 0).with_name("labeled_only_2x.reprediction")
     commands = []
-    runner.step = lambda title, cmd, env, tag: commands.append((title, [str(c) for c in cmd], env)) or 1.5
+
+    def step(title, cmd, env, tag):  # a stub nnUNetv2_predict / nnUNetv2_ensemble writing what the real ones write
+        out = Path(cmd[cmd.index("-o") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if "--save_probabilities" in cmd:
+            for name in ("case.nii.gz", "case.npz", "case.pkl"):
+                (out / name).write_bytes(b"re-predicted")
+        commands.append((title, [str(c) for c in cmd], env))
+        return 1.5
+
+    runner.step = step
     runner.evaluate = lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": scored[str(pred)]}}}
-    scored = {str(runner.prediction_folder(member, 1, 0)): 0.81}
+    scored = {str(staging): 0.81}
     method = METHODS["labeled_only_2x_ensemble"]
 
     # seed 1's checkpoint is gone: nothing runs, no record
@@ -501,14 +515,23 @@ def test_an_ensemble_member_recorded_without_probabilities_is_predicted_again(tm
     record = runner._ensemble_control(method, 1, 0, raw)
     (title, predict, env), (_, ensemble, _) = commands
     assert "--save_probabilities" in predict and "for the ensemble control" in title
-    assert predict[predict.index("-o") + 1] == str(runner.prediction_folder(member, 1, 0))
+    # predicted into a staging folder; the probabilities join the recorded segmentations, which stay untouched
+    assert predict[predict.index("-o") + 1] == str(staging) and not staging.exists()
+    assert sorted(p.name for p in runner.prediction_folder(member, 1, 0).iterdir()) == \
+        ["case.nii.gz", "case.npz", "case.pkl"]
+    assert recorded.read_bytes() == b"recorded segmentation"
     assert predict[predict.index("-tr") + 1] == "nnUNetTrainerLabeledOnly_80epochs_50its"
     assert env["nnUNet_results"] == runner.seed_env(1)["nnUNet_results"]
     assert ensemble[2:4] == [str(runner.prediction_folder(member, s, 0)) for s in (1, 2)]
     assert record["ensembled_seeds"] == [1, 2] and record["summary"]["mean"]["dice"]["mean"] == 0.84
 
-    # a re-prediction that does not score the recorded Dice is not the recorded run
+    # a re-prediction that does not score the recorded Dice is not the recorded run: refused, nothing left behind
+    for f in runner.prediction_folder(member, 1, 0).glob("case.*"):
+        if f.suffix != ".gz":
+            f.unlink()
     commands.clear()
-    scored[str(runner.prediction_folder(member, 1, 0))] = 0.79
+    scored[str(staging)] = 0.79
     with pytest.raises(RuntimeError, match="not the recorded run's"):
         runner._member_probabilities(member, 1, 0, raw)
+    assert not staging.exists() and recorded.read_bytes() == b"recorded segmentation"
+    assert not any(runner.prediction_folder(member, 1, 0).glob("*.npz"))
