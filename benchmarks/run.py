@@ -22,12 +22,14 @@ The protocol (profiles with ``draws``; ``benchmarks/README.md``):
 * mean ± sample standard deviation (n - 1) over seeds, gains paired by seed, ``dice.png`` shows every paired gain;
 * ``all_labeled`` (the bound: every training case labeled) turns each gain into the fraction of the
   labeled-only -> all-labeled distance it closes; ``labeled_only_ensemble`` is the ensemble control of the
-  two-network trainers (two labeled-only networks of different seeds averaged by ``nnUNetv2_ensemble``).
+  two-network trainers (two labeled-only networks of different seeds averaged by ``nnUNetv2_ensemble``); a member
+  whose checkpoint is gone is trained again with ``--rerun`` (recorded in ``reruns/``; ``runs/`` keeps the original).
 """
 import argparse
 import csv
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -236,7 +238,65 @@ class Runner:
         out.write_text(json.dumps(record, indent=1))
         return record
 
-    def _train_and_evaluate(self, method: Method, seed: int, draw, raw: Path, validation_only: bool) -> dict:
+    # ---------------------------------------------------------------- a recorded run trained again
+    def rerun_folder(self, method: Method, seed: int, draw) -> Path:
+        """The test predictions (with probabilities) of ``method``'s re-run at ``seed``; the folder exists from the
+        re-run's start, and marks the fold's checkpoint as the re-run's."""
+        return self.prediction_folder(method, seed, draw).with_name(method.key + ".rerun")
+
+    def rerun_record(self, method: Method, seed: int, draw) -> Optional[Path]:
+        """The newest ``reruns/<run>_<date>.json`` that ``--rerun`` wrote for this run (``rerun_of`` names the
+        original), or None."""
+        stem = self.run_path(method, seed, draw).stem
+        found = [f for f in sorted((self.results / "reruns").glob(f"{stem}_*.json"))
+                 if re.fullmatch(re.escape(stem) + r"_\d{4}-\d{2}-\d{2}", f.stem)
+                 and "rerun_of" in json.loads(f.read_text())]
+        return found[-1] if found else None
+
+    def rerun_method(self, method: Method, seed: int, draw=None) -> dict:
+        """Train a recorded run again whose checkpoint is gone (an earlier machine's work folder), so that an ensemble
+        control gets its test probabilities: same trainer, seed and commands, predicted with ``--save_probabilities``
+        into :meth:`rerun_folder` and recorded as ``reruns/<run>_<date>.json``. ``runs/`` keeps the original: the
+        tables and every paired gain use it, and a re-run is not a second reading of a setting's result (training on
+        CPU is not bit-reproducible across days and thread counts; the record lets the two be compared). An
+        interrupted re-run continues with ``--c``; a finished one is reused."""
+        draw = self.dataset_of(method, draw)
+        original = self.run_path(method, seed, draw)
+        if method.ensemble_of or method.predict_env or method.runner == "self_training":
+            raise SystemExit(f"--rerun trains one network again: {method.key} is "
+                             + ("an ensemble control" if method.ensemble_of else "not a plain training")
+                             + "; re-run the method it reads instead")
+        if not original.is_file():
+            raise SystemExit(f"{original} does not exist: {method.key} seed {seed} has no recorded run to train "
+                             f"again; run it without --rerun")
+        folder = self.rerun_folder(method, seed, draw)
+        done = self.rerun_record(method, seed, draw)
+        if done is not None and any(folder.glob("*.npz")):
+            return json.loads(done.read_text())
+        if draw not in self.raw_by_draw:
+            self.prepare(draw)
+        raw = self.raw_by_draw[draw]
+        fold = self.fold_folder(self.seed_env(seed)["nnUNet_results"], trainer_name(method, self.profile), raw)
+        if (fold / "checkpoint_final.pth").is_file() and not folder.is_dir():
+            raise SystemExit(f"{fold} holds the recorded run's checkpoint: there is nothing to train again (an "
+                             f"ensemble control predicts its test probabilities from it)")
+        folder.mkdir(parents=True, exist_ok=True)  # from here on the fold's training is the re-run's
+        self._ran = []
+        started = time.time()
+        record = self._train_and_evaluate(method, seed, draw, raw, False, predictions=folder)
+        record["rerun_of"] = original.relative_to(self.results).as_posix()
+        record["provenance"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                                "ended": time.strftime("%Y-%m-%dT%H:%M:%S"), **code_version(),
+                                "commands": self._ran}
+        out = self.results / "reruns" / f"{original.stem}_{time.strftime('%Y-%m-%d')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1))
+        return record
+
+    def _train_and_evaluate(self, method: Method, seed: int, draw, raw: Path, validation_only: bool,
+                            predictions: Optional[Path] = None) -> dict:
+        """Train (or continue / reuse) and record one run; the test set is predicted into ``predictions`` (default:
+        the method's prediction folder), with probabilities where an ensemble control reads them (a re-run: always)."""
         p, env = self.profile, self.seed_env(seed)
         timings: Dict[str, float] = {}
         pretrained: Dict[str, str] = {}
@@ -275,8 +335,9 @@ class Runner:
             record["validation"] = self.evaluate(raw / "labelsTr", fold / "validation", allow_missing=True)
         if validation_only:
             return record
-        pred = self.prediction_folder(method, seed, draw)
-        timings["predict_s"] = self._predict(method, seed, draw, raw, model, env, self._ensembled(method))
+        pred = predictions if predictions is not None else self.prediction_folder(method, seed, draw)
+        timings["predict_s"] = self._predict(method, seed, draw, raw, model, env,
+                                             predictions is not None or self._ensembled(method), out=pred)
         record["summary"] = self.evaluate(raw / "labelsTs", pred)
         return record
 
@@ -296,25 +357,35 @@ class Runner:
         return self.step(f"{self._tag(draw)}seed {seed} {method.key}: {title}", cmd, env,
                          f"{self._tag(draw)}seed{seed}_{method.key}_predict")
 
-    def _member_probabilities(self, member: Method, seed: int, draw, raw: Path) -> bool:
-        """Whether ``member``'s run at ``seed`` has test probabilities for an ensemble control, predicting them again
-        from its checkpoint where the run was recorded without them (it ran before the profile listed the control).
-        The re-prediction is the same command with ``--save_probabilities``, into a staging folder; its segmentations
-        must score the recorded test Dice, or the run is refused as not the recorded one. Only its probabilities
-        (``.npz``, ``.pkl``) join the recorded segmentations."""
+    def _member_folder(self, member: Method, seed: int, draw, raw: Path) -> Optional[Path]:
+        """The folder with the test probabilities of ``member``'s run at ``seed`` for an ensemble control, or None
+        while there is none.
+
+        * the recorded run's predictions, where it ran with ``--save_probabilities``;
+        * its re-run's (``--rerun``: the recorded run's checkpoint was gone);
+        * else the recorded run's checkpoint predicts the test set again with ``--save_probabilities`` (the run was
+          recorded before the profile listed the control), into a staging folder: its segmentations must score the
+          recorded test Dice, or the run is refused as not the recorded one, and only its probabilities (``.npz``,
+          ``.pkl``) join the recorded segmentations."""
         folder = self.prediction_folder(member, seed, draw)
         run = self.run_path(member, seed, draw)
         if not run.is_file():
-            return False
+            return None
         if any(folder.glob("*.npz")):
-            return True
+            return folder
+        # before the checkpoint: after a re-run, the fold's checkpoint is the re-run's, not the recorded run's
+        rerun = self.rerun_folder(member, seed, draw)
+        if self.rerun_record(member, seed, draw) is not None and any(rerun.glob("*.npz")):
+            return rerun
         env = self.seed_env(seed)
         if member.runner == "self_training" or not (
                 self.fold_folder(env["nnUNet_results"], trainer_name(member, self.profile), raw)
                 / "checkpoint_final.pth").is_file():
+            draws = f" --draws {draw}" if draw is not None else ""
             print(f"    {member.key} seed {seed}: recorded without test probabilities, and its checkpoint is gone: the "
-                  f"ensemble control needs that run trained again", flush=True)
-            return False
+                  f"ensemble control needs that run trained again (python -m benchmarks.run --profile "
+                  f"{self.profile.name} --methods {member.key} --seeds {seed}{draws} --rerun)", flush=True)
+            return None
         # into a staging folder: the recorded segmentations stay untouched, and a refused re-prediction leaves nothing
         staging = folder.with_name(folder.name + ".reprediction")
         shutil.rmtree(staging, ignore_errors=True)
@@ -329,7 +400,7 @@ class Runner:
         for f in [*staging.glob("*.npz"), *staging.glob("*.pkl")]:  # nnUNetv2_ensemble reads both
             f.replace(folder / f.name)
         shutil.rmtree(staging)
-        return True
+        return folder
 
     def _self_training(self, method: Method, seed: int, draw, raw: Path, env: dict, timings: dict) -> str:
         """One round of ``nnunet_semi_self_training`` (round 0 = this seed's labeled-only run with the same trainer
@@ -358,9 +429,9 @@ class Runner:
             return None
         partner = seeds[(seeds.index(seed) + 1) % len(seeds)]
         member = METHODS[method.ensemble_of]
-        folders = [self.prediction_folder(member, s, draw) for s in (seed, partner)]
         # a list, not a generator: both members get their probabilities in one pass even when the first must wait
-        if not all([self._member_probabilities(member, s, draw, raw) for s in (seed, partner)]):
+        folders = [self._member_folder(member, s, draw, raw) for s in (seed, partner)]
+        if not all(folders):
             print(f"    {method.key} seed {seed}: waiting for {member.key} seeds {seed} and {partner}", flush=True)
             return None
         out = self.prediction_folder(method, seed, draw)
@@ -371,10 +442,17 @@ class Runner:
         record = {"method": method.key, "trainer": f"{member_trainer} x2 (seeds {seed}, {partner})",
                   "member_trainer": member_trainer, "seed": seed, "profile": self.profile.name, "dataset": raw.name,
                   "ensembled_seeds": [seed, partner], "timings": {"ensemble_s": seconds},
+                  # the records of the members' networks: the recorded runs, or their re-runs (--rerun)
+                  "members": [self._member_record(member, s, draw, f) for s, f in zip((seed, partner), folders)],
                   "summary": self.evaluate(raw / "labelsTs", out)}
         if draw is not None:
             record["draw"] = draw
         return record
+
+    def _member_record(self, member: Method, seed: int, draw, folder: Path) -> str:
+        record = self.rerun_record(member, seed, draw) if folder == self.rerun_folder(member, seed, draw) \
+            else self.run_path(member, seed, draw)
+        return record.relative_to(self.results).as_posix()
 
     def _ensembled(self, method: Method) -> bool:
         return any(m.ensemble_of == method.key for m in METHODS.values() if m.key in self.profile.methods)
@@ -735,11 +813,17 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="train and record the validation Dice only (candidate settings): no test prediction")
     parser.add_argument("--work", default=None, help="work folder (default benchmarks/work/<profile>)")
     parser.add_argument("--results", default=None, help="results folder (default benchmarks/results/<profile>)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="train recorded runs again whose checkpoints are gone, for an ensemble control's test "
+                             "probabilities: recorded as reruns/<run>_<date>.json; runs/ keeps the original, with "
+                             "which the tables and gains pair")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild the tables from runs/*.json")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per training/pretraining (nnUNet_semi_threads; default: all cores). "
                              "With 1, two benchmark chains (e.g. different --seeds) can run side by side on 2 cores")
     args = parser.parse_args(argv)
+    if args.rerun and (args.validation_only or args.aggregate_only):
+        parser.error("--rerun trains and predicts the test set: not with --validation-only or --aggregate-only")
     profile = PROFILES[args.profile]
     work = Path(args.work or REPO / "benchmarks" / "work" / profile.name).resolve()
     results = Path(args.results or RESULTS / profile.name).resolve()
@@ -754,7 +838,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 for method in methods:
                     if method.dataset == "bound" and seed != seeds[0]:
                         continue  # the bound runs once per profile
-                    runner.run_method(method, seed, draw, validation_only=args.validation_only)
+                    if args.rerun:
+                        runner.rerun_method(method, seed, draw)
+                    else:
+                        runner.run_method(method, seed, draw, validation_only=args.validation_only)
         print(f"benchmark {profile.name}: {(time.time() - start) / 60:.1f} min")
     print(aggregate(profile, load_records(results / "runs"), results, load_records(results / "validation_runs")))
 

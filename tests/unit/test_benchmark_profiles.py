@@ -532,6 +532,93 @@ def test_an_ensemble_member_recorded_without_probabilities_is_predicted_again(tm
     commands.clear()
     scored[str(staging)] = 0.79
     with pytest.raises(RuntimeError, match="not the recorded run's"):
-        runner._member_probabilities(member, 1, 0, raw)
+        runner._member_folder(member, 1, 0, raw)
     assert not staging.exists() and recorded.read_bytes() == b"recorded segmentation"
     assert not any(runner.prediction_folder(member, 1, 0).glob("*.npz"))
+
+
+def test_a_member_whose_checkpoint_is_gone_is_trained_again_with_rerun(tmp_path, capsys):
+    """``--rerun`` trains a recorded run again whose checkpoint is gone: the same trainer and seed, predicted with
+    probabilities into its own folder and recorded in ``reruns/``, while ``runs/`` keeps the original. The ensemble
+    control then reads the re-run's probabilities (not a re-prediction of the fold's checkpoint, which is now the
+    re-run's) and names the records of its members. A run still holding its checkpoint, a run never recorded and an
+    ensemble control are refused; an interrupted re-run continues with ``--c``."""
+    import time
+
+    from benchmarks.run import Runner
+
+    profile = PROFILES["hippocampus5-3d-cpu"]
+    runner = Runner(profile, tmp_path / "work", tmp_path / "results", threads=1)
+    member, method = METHODS["labeled_only_2x"], METHODS["labeled_only_2x_ensemble"]
+    raw = tmp_path / "Dataset980_X"
+    runner.raw_by_draw[0] = raw
+    trainer = trainer_name(member, profile)
+
+    def fold(seed):
+        return runner.fold_folder(runner.seed_env(seed)["nnUNet_results"], trainer, raw)
+
+    original = {"method": member.key, "seed": 0, "summary": {"mean": {"dice": {"mean": 0.8268}}}}
+    for seed in (0, 1, 2):
+        runner.run_path(member, seed, 0).parent.mkdir(parents=True, exist_ok=True)
+        runner.run_path(member, seed, 0).write_text(json.dumps({**original, "seed": seed}))
+    runner.prediction_folder(member, 1, 0).mkdir(parents=True)
+    (runner.prediction_folder(member, 1, 0) / "case.npz").write_bytes(b"")  # seed 1 ran with probabilities
+    commands = []
+
+    def step(title, cmd, env, tag):  # stub nnUNetv2_train / _predict / _ensemble writing what the real ones write
+        cmd = [str(c) for c in cmd]
+        if cmd[0].endswith("nnUNetv2_train"):
+            fold(int(env["nnUNet_results"][-1])).mkdir(parents=True, exist_ok=True)
+            (fold(int(env["nnUNet_results"][-1])) / "checkpoint_final.pth").write_bytes(b"")
+        else:
+            out = Path(cmd[cmd.index("-o") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            if "--save_probabilities" in cmd:
+                for name in ("case.nii.gz", "case.npz", "case.pkl"):
+                    (out / name).write_bytes(b"")
+        commands.append(cmd)
+        return 2.0
+
+    runner.step = step
+    runner._train_log_timing = lambda fold: {}
+    runner.evaluate = lambda gt, pred, allow_missing=False: {"mean": {"dice": {"mean": 0.8231}}}
+
+    # seed 0's checkpoint is gone: the control waits and says how to train it again
+    assert runner._ensemble_control(method, 0, 0, raw) is None and commands == []
+    assert "--methods labeled_only_2x --seeds 0 --draws 0 --rerun" in capsys.readouterr().out
+
+    record = runner.rerun_method(member, 0, 0)
+    (train, predict) = commands
+    assert train[train.index("-tr") + 1] == trainer and "--c" not in train
+    assert runner.seed_env(0)["nnUNet_results"] in str(fold(0))
+    assert "--save_probabilities" in predict
+    assert predict[predict.index("-o") + 1] == str(runner.rerun_folder(member, 0, 0))
+    saved = runner.results / "reruns" / f"labeled_only_2x_seed0_{time.strftime('%Y-%m-%d')}.json"
+    assert json.loads(saved.read_text()) == record and record["rerun_of"] == "runs/labeled_only_2x_seed0.json"
+    assert record["seed"] == 0 and record["summary"]["mean"]["dice"]["mean"] == 0.8231
+    assert json.loads(runner.run_path(member, 0, 0).read_text()) == original  # the original stays the record
+    assert not runner.prediction_folder(member, 0, 0).exists()
+
+    commands.clear()
+    assert runner.rerun_method(member, 0, 0) == record and commands == []  # a finished re-run is reused
+    control = runner._ensemble_control(method, 0, 0, raw)
+    (ensemble,) = commands  # no re-prediction of the fold's checkpoint: it is the re-run's
+    assert ensemble[2:4] == [str(runner.rerun_folder(member, 0, 0)), str(runner.prediction_folder(member, 1, 0))]
+    assert control["members"] == [saved.relative_to(runner.results).as_posix(), "runs/labeled_only_2x_seed1.json"]
+
+    # refusals: a run whose checkpoint is here, a run never recorded, an ensemble control
+    fold(2).mkdir(parents=True)
+    (fold(2) / "checkpoint_final.pth").write_bytes(b"")
+    with pytest.raises(SystemExit, match="holds the recorded run's checkpoint"):
+        runner.rerun_method(member, 2, 0)
+    with pytest.raises(SystemExit, match="no recorded run"):
+        runner.rerun_method(METHODS["cps_2x"], 0, 0)
+    with pytest.raises(SystemExit, match="an ensemble control"):
+        runner.rerun_method(method, 0, 0)
+
+    # an interrupted re-run (its folder made, the fold's latest checkpoint only) continues with --c
+    (fold(2) / "checkpoint_final.pth").replace(fold(2) / "checkpoint_latest.pth")
+    runner.rerun_folder(member, 2, 0).mkdir(parents=True)
+    commands.clear()
+    runner.rerun_method(member, 2, 0)
+    assert "--c" in commands[0] and runner.rerun_record(member, 2, 0) is not None
