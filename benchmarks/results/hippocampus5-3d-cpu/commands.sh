@@ -113,3 +113,7 @@ nnUNet_results=$WORK/results_seed1 nnUNet_semi_seed=1 nnUNet_n_proc_DA=0 nnUNet_
 nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnUNetv2_ensemble -i $WORK/predictions/draw0/seed1/labeled_only_2x $WORK/predictions/draw0/seed2/labeled_only_2x -o $WORK/predictions/draw0/seed1/labeled_only_2x_ensemble -np 1
 nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnunet_semi_preprocess_unlabeled -d 980 -c 3d_fullres -p nnUNetPlansBench3d8 -np 2
 nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnUNetv2_train Dataset980_Hippocampus 3d_fullres 0 -tr nnUNetTrainerLabeledOnly_160epochs_50its -p nnUNetPlansBench3d8 -device cpu
+nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnunet_semi_preprocess_unlabeled -d 980 -c 3d_fullres -p nnUNetPlansBench3d8 -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnUNetv2_train Dataset980_Hippocampus 3d_fullres 0 -tr nnUNetTrainerCPS_80epochs_50its -p nnUNetPlansBench3d8 -device cpu --c
+nnUNet_results=$WORK/results_seed0 nnUNet_def_n_proc=2 .venv/bin/nnunet_semi_preprocess_unlabeled -d 980 -c 3d_fullres -p nnUNetPlansBench3d8 -np 2
+nnUNet_results=$WORK/results_seed0 nnUNet_semi_seed=0 nnUNet_n_proc_DA=0 nnUNet_semi_threads=1 nnUNet_def_n_proc=1 .venv/bin/nnUNetv2_train Dataset980_Hippocampus 3d_fullres 0 -tr nnUNetTrainerLabeledOnly_160epochs_50its -p nnUNetPlansBench3d8 -device cpu --c
