@@ -622,3 +622,16 @@ def test_a_member_whose_checkpoint_is_gone_is_trained_again_with_rerun(tmp_path,
     commands.clear()
     runner.rerun_method(member, 2, 0)
     assert "--c" in commands[0] and runner.rerun_record(member, 2, 0) is not None
+
+
+def test_rerun_refuses_validation_only_and_aggregate_only(tmp_path, capsys):
+    """A re-run exists for its test probabilities: with ``--validation-only`` (no test prediction) or
+    ``--aggregate-only`` (no training) it would do nothing asked of it, so the command line refuses both."""
+    from benchmarks.run import main
+
+    for flag in ("--validation-only", "--aggregate-only"):
+        with pytest.raises(SystemExit):
+            main(["--profile", "hippocampus5-3d-cpu", "--rerun", flag, "--work", str(tmp_path / "w"),
+                  "--results", str(tmp_path / "r")])
+        assert "--rerun trains and predicts the test set" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
