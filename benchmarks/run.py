@@ -231,12 +231,15 @@ class Runner:
                 return None
         else:
             record = self._train_and_evaluate(method, seed, draw, raw, validation_only)
-        record["provenance"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                                "ended": time.strftime("%Y-%m-%dT%H:%M:%S"), **code_version(),
-                                "commands": self._ran}
+        record["provenance"] = self._provenance(started)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))
         return record
+
+    def _provenance(self, started: float) -> dict:
+        """Start and end time, code version and the commands of the current run (``self._ran``)."""
+        return {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                "ended": time.strftime("%Y-%m-%dT%H:%M:%S"), **code_version(), "commands": self._ran}
 
     # ---------------------------------------------------------------- a recorded run trained again
     def rerun_folder(self, method: Method, seed: int, draw) -> Path:
@@ -252,6 +255,11 @@ class Runner:
                  if re.fullmatch(re.escape(stem) + r"_\d{4}-\d{2}-\d{2}", f.stem)
                  and "rerun_of" in json.loads(f.read_text())]
         return found[-1] if found else None
+
+    def finished_rerun(self, method: Method, seed: int, draw) -> Optional[Path]:
+        """The record of this run's re-run where it finished with its test probabilities, or None."""
+        record = self.rerun_record(method, seed, draw)
+        return record if record is not None and any(self.rerun_folder(method, seed, draw).glob("*.npz")) else None
 
     def rerun_method(self, method: Method, seed: int, draw=None) -> dict:
         """Train a recorded run again whose checkpoint is gone (an earlier machine's work folder), so that an ensemble
@@ -269,10 +277,10 @@ class Runner:
         if not original.is_file():
             raise SystemExit(f"{original} does not exist: {method.key} seed {seed} has no recorded run to train "
                              f"again; run it without --rerun")
-        folder = self.rerun_folder(method, seed, draw)
-        done = self.rerun_record(method, seed, draw)
-        if done is not None and any(folder.glob("*.npz")):
+        done = self.finished_rerun(method, seed, draw)
+        if done is not None:
             return json.loads(done.read_text())
+        folder = self.rerun_folder(method, seed, draw)
         if draw not in self.raw_by_draw:
             self.prepare(draw)
         raw = self.raw_by_draw[draw]
@@ -285,9 +293,7 @@ class Runner:
         started = time.time()
         record = self._train_and_evaluate(method, seed, draw, raw, False, predictions=folder)
         record["rerun_of"] = original.relative_to(self.results).as_posix()
-        record["provenance"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                                "ended": time.strftime("%Y-%m-%dT%H:%M:%S"), **code_version(),
-                                "commands": self._ran}
+        record["provenance"] = self._provenance(started)
         out = self.results / "reruns" / f"{original.stem}_{time.strftime('%Y-%m-%d')}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))
@@ -374,9 +380,8 @@ class Runner:
         if any(folder.glob("*.npz")):
             return folder
         # before the checkpoint: after a re-run, the fold's checkpoint is the re-run's, not the recorded run's
-        rerun = self.rerun_folder(member, seed, draw)
-        if self.rerun_record(member, seed, draw) is not None and any(rerun.glob("*.npz")):
-            return rerun
+        if self.finished_rerun(member, seed, draw) is not None:
+            return self.rerun_folder(member, seed, draw)
         env = self.seed_env(seed)
         if member.runner == "self_training" or not (
                 self.fold_folder(env["nnUNet_results"], trainer_name(member, self.profile), raw)
